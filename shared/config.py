@@ -1,0 +1,70 @@
+"""Settings: one pydantic-settings object, read from the environment (and `.env` locally).
+
+Every setting has the environment variable's name. Secrets default to None; each function
+declares the ones it needs (`Settings.require`) and fails at cold start naming any missing one.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MissingSettingError(RuntimeError):
+    """A setting a function needs is not configured."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # Services
+    database_url: str | None = None
+    database_pool_size: int = Field(default=4, ge=1)
+    database_timeout_seconds: float = Field(default=5.0, gt=0)
+    upstash_redis_rest_url: str | None = None
+    upstash_redis_rest_token: str | None = None
+    redis_timeout_seconds: float = Field(default=0.5, gt=0)
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    # Only for the local emulator; production leaves it unset (api.twilio.com).
+    twilio_api_base_url: str | None = None
+    twilio_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_public_url: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_seconds: float = Field(default=8.0, gt=0)
+    openai_max_retries: int = Field(default=1, ge=0)
+    sentry_dsn: str | None = None
+    sentry_environment: str = "production"
+    supabase_url: str | None = None
+    supabase_service_role_key: str | None = None
+    supabase_jwt_secret: str | None = None
+    cleanup_token: str | None = None
+    google_cloud_project: str | None = None
+
+    # Behaviour
+    rate_limit_customer_per_minute: int = Field(default=30, ge=1)
+    rate_limit_advisor_per_minute: int = Field(default=600, ge=1)
+    dedup_ttl_seconds: int = Field(default=86_400, ge=60)
+    routing_cache_seconds: float = Field(default=15.0, ge=0)
+    burst_wait_seconds: float = Field(default=1.5, ge=0)
+    conversation_lock_seconds: float = Field(default=20.0, gt=0)
+    request_budget_seconds: float = Field(default=13.0, gt=0)
+    handoff_hours: float = Field(default=24.0, gt=0)
+    history_limit: int = Field(default=20, ge=1, le=100)
+    notify_advisor_on_handoff: bool = True
+
+    def require(self, *names: str) -> None:
+        missing = [name.upper() for name in names if not getattr(self, name.lower())]
+        if missing:
+            raise MissingSettingError("missing required setting(s): " + ", ".join(missing))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
