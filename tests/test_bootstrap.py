@@ -12,7 +12,9 @@ from tests.conftest import as_user
 def test_auth_uid_reads_claims_under_authenticated(db: psycopg.Connection[Any]) -> None:
     user = uuid.uuid4()
     with as_user(db, user) as conn:
-        row = conn.execute("select auth.uid() as uid, auth.role() as role, current_user as who").fetchone()
+        row = conn.execute(
+            "select auth.uid() as uid, auth.role() as role, current_user as who"
+        ).fetchone()
         assert row == {"uid": user, "role": "authenticated", "who": "authenticated"}
         claims = conn.execute("select auth.jwt() ->> 'sub' as sub").fetchone()
         assert claims == {"sub": str(user)}
@@ -24,7 +26,8 @@ def test_realtime_send_stores_broadcast_rows(db: psycopg.Connection[Any]) -> Non
     topic = f"test:{uuid.uuid4()}"
     db.execute("select realtime.send(%s::jsonb, 'ping', %s, true)", (json.dumps({"a": 1}), topic))
     row = db.execute(
-        "select payload, event, private, extension from realtime.messages where topic = %s", (topic,)
+        "select payload, event, private, extension from realtime.messages where topic = %s",
+        (topic,),
     ).fetchone()
     assert row == {"payload": {"a": 1}, "event": "ping", "private": True, "extension": "broadcast"}
 

@@ -8,7 +8,9 @@ from devstack import postgres
 from devstack.migrations import apply_migrations, migration_files, prepare_database
 
 
-def test_migrations_apply_once_and_are_recorded(database_url: str, db: psycopg.Connection[Any]) -> None:
+def test_migrations_apply_once_and_are_recorded(
+    database_url: str, db: psycopg.Connection[Any]
+) -> None:
     versions = [p.stem.split("_", 1)[0] for p in migration_files()]
     recorded = db.execute(
         "select version, name from supabase_migrations.schema_migrations order by version"
@@ -16,9 +18,9 @@ def test_migrations_apply_once_and_are_recorded(database_url: str, db: psycopg.C
     assert [r["version"] for r in recorded] == versions
     # A second run applies nothing and changes nothing.
     assert apply_migrations(database_url) == []
-    assert db.execute("select count(*) as n from supabase_migrations.schema_migrations").fetchone() == {
-        "n": len(versions)
-    }
+    assert db.execute(
+        "select count(*) as n from supabase_migrations.schema_migrations"
+    ).fetchone() == {"n": len(versions)}
 
 
 def test_fresh_database_bootstrap_migrate_and_seed(pg_admin_url: str) -> None:

@@ -65,6 +65,7 @@ declare
   v_tenant uuid;
   v_conv public.conversations;
   v_message_id uuid;
+  v_created timestamptz;
   v_is_new boolean := true;
   v_opt_changed boolean := false;
   v_ai_allowed boolean;
@@ -99,11 +100,12 @@ begin
   values (v_tenant, p_advisor_id, v_conv.id, 'inbound', 'customer', p_body,
     coalesce(p_media, '[]'::jsonb), p_provider_sid, 'received')
   on conflict (provider_sid) do nothing
-  returning id into v_message_id;
+  returning id, created_at into v_message_id, v_created;
 
   if v_message_id is null then
     v_is_new := false;
-    select id into v_message_id from public.messages where provider_sid = p_provider_sid;
+    select id, created_at into v_message_id, v_created
+    from public.messages where provider_sid = p_provider_sid;
     select * into v_conv from public.conversations where id = v_conv.id;
   else
     v_opt_changed := (p_opt = 'out' and v_conv.opted_out_at is null)
@@ -141,6 +143,7 @@ begin
 
   return jsonb_build_object(
     'message_id', v_message_id,
+    'created_us', (extract(epoch from v_created) * 1000000)::bigint,
     'is_new', v_is_new,
     'conversation_id', v_conv.id,
     'tenant_id', v_tenant,

@@ -1,0 +1,60 @@
+"""Postgres access for the functions: one small pool per instance, one SQL function per call.
+
+Every hot path is a SQL function (see supabase/migrations), so the code here only calls them.
+Prepared statements are off so the Supabase pooler in transaction mode works. `round_trips`
+counts every statement sent, for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+
+class DatabaseUnavailable(RuntimeError):
+    """Postgres could not be reached in time; callers answer 503 so the sender retries."""
+
+
+class Database:
+    def __init__(self, url: str, pool_size: int = 4, timeout: float = 5.0) -> None:
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            timeout=timeout,
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": None,
+                "connect_timeout": max(1, round(timeout)),
+            },
+            open=False,
+            name="functions",
+        )
+        self._opened = False
+        self._lock = threading.Lock()
+        self.round_trips = 0
+
+    def _ensure_open(self) -> None:
+        if not self._opened:
+            with self._lock:
+                if not self._opened:
+                    self._pool.open(wait=False)
+                    self._opened = True
+
+    def value(self, query: str, params: tuple[Any, ...] = ()) -> Any:
+        """Run one statement and return the first column of its first row (or None)."""
+        self._ensure_open()
+        try:
+            with self._pool.connection() as conn:
+                with self._lock:
+                    self.round_trips += 1
+                row = conn.execute(query.encode(), params).fetchone()
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+        return None if row is None else row[0]
+
+    def close(self) -> None:
+        self._pool.close()

@@ -1,0 +1,279 @@
+"""One inbound WhatsApp message, end to end (DESIGN.md): dedup, route, limit, store, decide,
+answer the burst once, reply or hand off. Nothing here raises for a downstream failure once the
+message is stored: failures become rows (failed sends, error runs) the cleanup sweep can finish.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from shared.assistant import AssistantError, AssistantTimeout, Reply
+from shared.observability import capture, get_logger
+from shared.routing import Advisor
+from shared.services import Deadline, Services
+from shared.texts import notice, opt_keyword, split_message, system_prompt
+from shared.twilio_payloads import InboundMessage
+from shared.whatsapp import SendResult
+
+log = get_logger(__name__)
+
+# Seconds kept back from the budget for sending and recording after the model answers.
+_AFTER_MODEL_RESERVE = 3.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: str
+    message_id: str | None = None
+    conversation_id: str | None = None
+
+
+def handle_inbound(services: Services, msg: InboundMessage, deadline: Deadline) -> Outcome:
+    settings, upstash = services.settings, services.upstash
+    sid = msg.message_sid
+    if upstash and upstash.claim(f"dedup:{sid}", settings.dedup_ttl_seconds) is False:
+        log.info("duplicate delivery", sid=sid)
+        return Outcome("duplicate")
+
+    advisor = services.router.advisor_for(msg.advisor_number)
+    if advisor is None:
+        services.db.value(
+            "select public.store_unrouted(%s, %s, %s, %s)",
+            (sid, msg.advisor_number, msg.customer_phone, msg.model_dump_json(by_alias=True)),
+        )
+        log.warning("inbound for a number with no active advisor", to=msg.advisor_number, sid=sid)
+        return Outcome("unrouted")
+
+    permitted = True
+    if upstash:
+        customer_ok = upstash.allow(
+            "rl:customer", settings.rate_limit_customer_per_minute, msg.customer_phone
+        )
+        advisor_ok = upstash.allow("rl:advisor", settings.rate_limit_advisor_per_minute, advisor.id)
+        permitted = customer_ok and advisor_ok
+        if not permitted:
+            log.warning(
+                "rate limit: message stored, AI withheld",
+                customer_limited=not customer_ok,
+                advisor_limited=not advisor_ok,
+                advisor_id=advisor.id,
+                customer_phone=msg.customer_phone,
+            )
+
+    opt = opt_keyword(msg.body)
+    state: dict[str, Any] = services.db.value(
+        "select public.ingest_inbound(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            advisor.id,
+            msg.customer_phone,
+            msg.profile_name,
+            sid,
+            msg.body,
+            _json(msg.media_json()),
+            opt,
+            permitted,
+            settings.history_limit,
+        ),
+    )
+    message_id, conversation_id = str(state["message_id"]), str(state["conversation_id"])
+    outcome = Outcome("stored", message_id, conversation_id)
+    if not state["is_new"]:
+        log.info("duplicate delivery (database)", sid=sid, message_id=message_id)
+        return Outcome("duplicate", message_id, conversation_id)
+    log.info("inbound stored", sid=sid, message_id=message_id, conversation_id=conversation_id)
+
+    if state["opt_changed"]:
+        kind = "opted_out" if opt == "out" else "opted_in"
+        _send_and_record(
+            services,
+            advisor,
+            msg.customer_phone,
+            conversation_id,
+            [notice(kind, advisor.settings)],
+            author="system",
+            handled_up_to=message_id,
+        )
+        return Outcome(kind, message_id, conversation_id)
+    if not state["ai_allowed"]:
+        log.info(
+            "AI not answering",
+            conversation_id=conversation_id,
+            ai_attention=state["ai_attention"],
+            opted_out=bool(state["opted_out_at"]),
+            rate_limited=not permitted,
+        )
+        return outcome
+
+    if _superseded(services, conversation_id, message_id, state, deadline):
+        log.info("burst: a newer message will answer", message_id=message_id)
+        return Outcome("superseded", message_id, conversation_id)
+
+    lock_key = f"lock:conversation:{conversation_id}"
+    token = upstash.acquire_lock(lock_key, settings.conversation_lock_seconds) if upstash else None
+    if token is False:
+        # Another instance is answering this conversation; the sweep answers us if it missed us.
+        log.info("conversation busy, leaving the turn to its holder", message_id=message_id)
+        return Outcome("busy", message_id, conversation_id)
+    try:
+        return _answer(services, advisor, msg, conversation_id, message_id, state, deadline)
+    finally:
+        if upstash and isinstance(token, str):
+            upstash.release_lock(lock_key, token)
+
+
+def _superseded(
+    services: Services,
+    conversation_id: str,
+    message_id: str,
+    state: dict[str, Any],
+    deadline: Deadline,
+) -> bool:
+    """Wait for the customer to finish typing; True if a newer message arrived meanwhile."""
+    wait = services.settings.burst_wait_seconds
+    if wait <= 0:
+        return False
+    mine = f"{state['created_us']:020d}:{message_id}"
+    key = f"latest:{conversation_id}"
+    upstash = services.upstash
+    stored = upstash.set_if_newer(key, mine, 300) if upstash else None
+    time.sleep(min(wait, max(0.0, deadline.remaining() - _AFTER_MODEL_RESERVE * 2)))
+    latest = upstash.get(key) if upstash and stored is not None else None
+    if latest is not None:
+        return latest != mine
+    # Redis unavailable: ask the ground truth.
+    newest = services.db.value("select public.latest_inbound_id(%s)", (conversation_id,))
+    return str(newest) != message_id
+
+
+def _answer(
+    services: Services,
+    advisor: Advisor,
+    msg: InboundMessage,
+    conversation_id: str,
+    message_id: str,
+    state: dict[str, Any],
+    deadline: Deadline,
+) -> Outcome:
+    settings = services.settings
+    handoff: dict[str, Any] | None = None
+    ai_run: dict[str, Any]
+    reply: Reply | None = None
+    try:
+        reply = services.assistant.reply(
+            system_prompt(advisor.settings, advisor.name),
+            state["history"],
+            timeout=max(1.0, deadline.remaining() - _AFTER_MODEL_RESERVE),
+        )
+    except AssistantError as exc:
+        timed_out = isinstance(exc, AssistantTimeout)
+        log.error("model failed, sending fallback", error=str(exc), conversation_id=conversation_id)
+        capture(exc)
+        texts = [notice("fallback", advisor.settings, name=advisor.name)]
+        ai_run = {
+            "model": services.assistant.model,
+            "outcome": "timeout" if timed_out else "error",
+            "error": str(exc),
+        }
+        handoff = {
+            "reason": f"assistant {'timeout' if timed_out else 'error'}",
+            "needs_human": True,
+        }
+        action = "fallback"
+    if reply is not None:
+        ai_run = {
+            "model": reply.model,
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "latency_ms": reply.latency_ms,
+            "outcome": "handoff" if reply.handoff_reason else "replied",
+        }
+        if reply.handoff_reason:
+            texts = [reply.text or notice("handoff", advisor.settings, name=advisor.name)]
+            handoff = {"reason": reply.handoff_reason, "hours": settings.handoff_hours}
+            action = "handoff"
+        else:
+            texts = split_message(reply.text or "")
+            action = "replied"
+
+    _send_and_record(
+        services,
+        advisor,
+        msg.customer_phone,
+        conversation_id,
+        texts,
+        author="ai",
+        handled_up_to=message_id,
+        ai_run=ai_run,
+        handoff=handoff,
+    )
+    if action == "handoff" and handoff:
+        _alert_advisor(services, advisor, msg.customer_phone, str(handoff["reason"]))
+    log.info(
+        "turn answered",
+        action=action,
+        conversation_id=conversation_id,
+        latency_ms=ai_run.get("latency_ms"),
+    )
+    return Outcome(action, message_id, conversation_id)
+
+
+def _send_and_record(
+    services: Services,
+    advisor: Advisor,
+    customer_phone: str,
+    conversation_id: str,
+    texts: list[str],
+    *,
+    author: str,
+    handled_up_to: str | None,
+    ai_run: dict[str, Any] | None = None,
+    handoff: dict[str, Any] | None = None,
+) -> list[SendResult]:
+    """Send each text in order, then record all of them (and the run) in one round trip."""
+    results: list[SendResult] = []
+    for text in texts:
+        # After a failure, later parts are not sent out of order: they are queued for the sweep.
+        if results and not results[-1].ok:
+            results.append(SendResult(None, "queued"))
+            continue
+        results.append(services.whatsapp.send(advisor.twilio_phone_number, customer_phone, text))
+    rows = [
+        {
+            "author": author,
+            "body": text,
+            "provider_sid": r.sid,
+            "status": r.status,
+            "error_code": r.error_code,
+            "error_message": r.error_message,
+        }
+        for text, r in zip(texts, results, strict=True)
+    ]
+    services.db.value(
+        "select public.record_outbound(%s, %s, %s, %s, %s)",
+        (
+            conversation_id,
+            _json(rows),
+            _json(ai_run) if ai_run else None,
+            _json(handoff) if handoff else None,
+            handled_up_to,
+        ),
+    )
+    return results
+
+
+def _alert_advisor(services: Services, advisor: Advisor, customer_phone: str, reason: str) -> None:
+    """The dashboard hears of the handoff through Realtime; WhatsApp to the advisor if enabled."""
+    enabled = advisor.settings.get("notify_on_handoff", services.settings.notify_advisor_on_handoff)
+    if not (enabled and advisor.phone_number):
+        return
+    text = notice("advisor_alert", advisor.settings, customer=customer_phone, reason=reason)
+    result = services.whatsapp.send(advisor.twilio_phone_number, advisor.phone_number, text)
+    log.info("advisor alerted", advisor_id=advisor.id, ok=result.ok, code=result.error_code)
+
+
+def _json(value: Any) -> Jsonb:
+    return Jsonb(value)

@@ -1,0 +1,87 @@
+"""The clients a function instance uses, created once per instance (lazily, on first request)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from shared.assistant import Assistant
+from shared.config import Settings, get_settings
+from shared.db import Database
+from shared.routing import Router
+from shared.upstash import Upstash
+from shared.whatsapp import WhatsApp
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    upstash: Upstash | None
+    router: Router
+    whatsapp: WhatsApp
+    assistant: Assistant
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Services:
+        settings.require("database_url", "twilio_account_sid", "twilio_auth_token")
+        assert settings.database_url and settings.twilio_account_sid and settings.twilio_auth_token
+        db = Database(
+            settings.database_url, settings.database_pool_size, settings.database_timeout_seconds
+        )
+        upstash = None
+        if settings.upstash_redis_rest_url and settings.upstash_redis_rest_token:
+            upstash = Upstash(
+                settings.upstash_redis_rest_url,
+                settings.upstash_redis_rest_token,
+                settings.redis_timeout_seconds,
+            )
+        status_callback = (
+            settings.webhook_public_url.rstrip("/") + "/status"
+            if settings.webhook_public_url
+            else None
+        )
+        return cls(
+            settings=settings,
+            db=db,
+            upstash=upstash,
+            router=Router(db, upstash, settings.routing_cache_seconds),
+            whatsapp=WhatsApp(
+                settings.twilio_account_sid,
+                settings.twilio_auth_token,
+                status_callback,
+                settings.twilio_timeout_seconds,
+                settings.twilio_api_base_url,
+            ),
+            assistant=Assistant(
+                settings.openai_api_key or "",
+                settings.openai_base_url,
+                settings.openai_model,
+                settings.openai_max_retries,
+                settings.openai_timeout_seconds,
+            ),
+        )
+
+
+_services: Services | None = None
+_lock = threading.Lock()
+
+
+def get_services() -> Services:
+    global _services
+    if _services is None:
+        with _lock:
+            if _services is None:
+                _services = Services.from_settings(get_settings())
+    return _services
+
+
+class Deadline:
+    """What is left of a request's time budget."""
+
+    def __init__(self, seconds: float) -> None:
+        self.ends = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.ends - time.monotonic())

@@ -1,0 +1,83 @@
+"""Pure text helpers: opt-out keywords, default prompts and notices, WhatsApp-sized chunks."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+WHATSAPP_MAX_CHARS = 1600
+OPT_OUT_WORDS = frozenset({"stop", "baja", "unsubscribe", "cancelar"})
+OPT_IN_WORDS = frozenset({"start", "alta"})
+
+_NOTICES: dict[str, dict[str, str]] = {
+    "es": {
+        "prompt": (
+            "Eres el asistente virtual de {name}, asesor de la empresa. Responde en español, "
+            "de forma breve, cordial y precisa. No inventes precios ni datos. Si el cliente "
+            "pide hablar con una persona o no puedes ayudar, usa la herramienta handoff_to_human."
+        ),
+        "handoff": "Te comunico con {name}, que te responderá personalmente en breve.",
+        "fallback": (
+            "Disculpa, no puedo responder en este momento. {name} te contactará lo antes posible."
+        ),
+        "opted_out": "Listo, no recibirás más mensajes. Escribe ALTA si quieres volver a hablar.",
+        "opted_in": "¡Bienvenido de nuevo! Ya puedes escribirnos cuando quieras.",
+        "advisor_alert": "Un cliente ({customer}) pidió hablar contigo: {reason}",
+    },
+    "en": {
+        "prompt": (
+            "You are the virtual assistant of {name}, an advisor of the business. Answer in "
+            "English, briefly, kindly and precisely. Never invent prices or facts. If the "
+            "customer asks for a person or you cannot help, call the handoff_to_human tool."
+        ),
+        "handoff": "I'm passing you to {name}, who will answer you personally shortly.",
+        "fallback": "Sorry, I can't answer right now. {name} will get back to you as soon as possible.",
+        "opted_out": "Done, you won't receive more messages. Reply START to talk again.",
+        "opted_in": "Welcome back! Write to us any time.",
+        "advisor_alert": "A customer ({customer}) asked to talk to you: {reason}",
+    },
+}
+
+
+def opt_keyword(body: str | None) -> str | None:
+    """'out' for a message that is only STOP/BAJA/..., 'in' for START/ALTA, else None."""
+    word = re.sub(r"[\s.!¡]+", "", (body or "")).lower()
+    if word in OPT_OUT_WORDS:
+        return "out"
+    if word in OPT_IN_WORDS:
+        return "in"
+    return None
+
+
+def notice(kind: str, settings: dict[str, Any], **values: str) -> str:
+    """A fixed text in the advisor's language (`settings.language`, Spanish by default)."""
+    language = str(settings.get("language") or "es")[:2].lower()
+    texts = _NOTICES.get(language, _NOTICES["es"])
+    custom = settings.get(f"{kind}_message")
+    return (str(custom) if custom else texts[kind]).format(**values)
+
+
+def system_prompt(settings: dict[str, Any], advisor_name: str) -> str:
+    prompt = settings.get("prompt")
+    return str(prompt) if prompt else notice("prompt", settings, name=advisor_name)
+
+
+def split_message(text: str, limit: int = WHATSAPP_MAX_CHARS) -> list[str]:
+    """Split into chunks of at most `limit` characters, at line, then sentence, then word ends."""
+    text = text.strip()
+    chunks: list[str] = []
+    while len(text) > limit:
+        window = text[:limit]
+        cut = window.rfind("\n")
+        if cut < limit // 2:
+            sentence_ends = [m.end() for m in re.finditer(r"[.!?…](\s|$)", window)]
+            cut = sentence_ends[-1] if sentence_ends and sentence_ends[-1] >= limit // 2 else -1
+        if cut < limit // 2:
+            cut = window.rfind(" ")
+        if cut <= 0:
+            cut = limit
+        chunks.append(text[:cut].strip())
+        text = text[cut:].strip()
+    if text:
+        chunks.append(text)
+    return chunks

@@ -1,0 +1,107 @@
+"""Upstash Redis facade: dedup claims, routing cache, burst markers, locks and rate limits.
+
+Redis is a fast path, never the ground truth: every call is bounded by a timeout and, when
+Redis is unreachable, fails open (returns the "unknown" value and logs once per call), so the
+webhook carries on relying on Postgres' constraints.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import httpx
+from upstash_ratelimit import Ratelimit, SlidingWindow
+from upstash_redis import Redis
+
+from shared.observability import get_logger
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+# Set the key to ARGV[1] only if it sorts after the current value: the newest message wins,
+# whatever order the writers arrive in.
+_SET_IF_NEWER = """
+local current = redis.call('GET', KEYS[1])
+if (not current) or current < ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return ARGV[1]
+end
+return current
+"""
+_RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Upstash:
+    def __init__(self, url: str, token: str, timeout: float) -> None:
+        self.client = Redis(
+            url=url, token=token, rest_retries=0, allow_telemetry=False, read_your_writes=False
+        )
+        # The SDK's HTTP client waits forever by default: bound every call.
+        self.client._http._client = httpx.Client(timeout=timeout)
+        self._limiters: dict[tuple[str, int], Ratelimit] = {}
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    def _safe(self, operation: str, call: Callable[[], T], fallback: T) -> T:
+        with self._lock:
+            self.calls += 1
+        try:
+            return call()
+        except Exception as exc:
+            log.warning("redis unavailable, failing open", operation=operation, error=str(exc))
+            return fallback
+
+    def claim(self, key: str, ttl_seconds: int) -> bool | None:
+        """True if this caller set the key first, False if it existed, None if Redis is down."""
+        return self._safe(
+            "claim", lambda: bool(self.client.set(key, "1", nx=True, ex=ttl_seconds)), None
+        )
+
+    def get(self, key: str) -> str | None:
+        return self._safe("get", lambda: self.client.get(key), None)
+
+    def set(self, key: str, value: str, ttl_seconds: int) -> None:
+        self._safe("set", lambda: self.client.set(key, value, ex=ttl_seconds), None)
+
+    def set_if_newer(self, key: str, value: str, ttl_seconds: int) -> str | None:
+        """Keep the larger of the stored value and `value`; return what is stored (None: down)."""
+        result: Any = self._safe(
+            "set_if_newer",
+            lambda: self.client.eval(_SET_IF_NEWER, [key], [value, str(ttl_seconds)]),
+            None,
+        )
+        return None if result is None else str(result)
+
+    def acquire_lock(self, key: str, ttl_seconds: float) -> str | bool | None:
+        """A token if acquired, False if someone else holds it, None if Redis is down."""
+        token = uuid.uuid4().hex
+        acquired = self._safe(
+            "lock", lambda: self.client.set(key, token, nx=True, px=int(ttl_seconds * 1000)), None
+        )
+        if acquired is None:
+            return None
+        return token if acquired else False
+
+    def release_lock(self, key: str, token: str) -> None:
+        self._safe("unlock", lambda: self.client.eval(_RELEASE_LOCK, [key], [token]), None)
+
+    def allow(self, prefix: str, per_minute: int, identifier: str) -> bool:
+        """Sliding-window rate limit; True when allowed (also when Redis is down)."""
+        limiter = self._limiter(prefix, per_minute)
+        return self._safe("ratelimit", lambda: limiter.limit(identifier).allowed, True)
+
+    def _limiter(self, prefix: str, per_minute: int) -> Ratelimit:
+        key = (prefix, per_minute)
+        if key not in self._limiters:
+            self._limiters[key] = Ratelimit(
+                redis=self.client,
+                limiter=SlidingWindow(max_requests=per_minute, window=60, unit="s"),
+                prefix=prefix,
+            )
+        return self._limiters[key]

@@ -1,0 +1,113 @@
+"""Twilio WhatsApp sending: a small typed facade over twilio's REST client.
+
+Failures never raise: the result carries Twilio's error code (or the HTTP status when Twilio
+gave none, or None for a timeout) so the caller can store a failed row the sweep may retry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import requests
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from shared.observability import get_logger
+
+log = get_logger(__name__)
+
+# Twilio errors worth sending again later: rate limits, its own 5xx, and our timeouts.
+RETRYABLE_CODES = frozenset({20429, 20500, 20503, 429, 500, 502, 503, 504})
+
+
+# Twilio's message statuses, folded into the ones we store (see the messages table).
+STATUS_MAP = {
+    "accepted": "queued",
+    "scheduled": "queued",
+    "queued": "queued",
+    "sending": "sending",
+    "sent": "sent",
+    "delivered": "delivered",
+    "partially_delivered": "delivered",
+    "read": "read",
+    "failed": "failed",
+    "undelivered": "undelivered",
+    "canceled": "failed",
+}
+
+
+def whatsapp_address(number: str) -> str:
+    return number if number.startswith("whatsapp:") else f"whatsapp:{number}"
+
+
+def bare_number(address: str) -> str:
+    return address.removeprefix("whatsapp:").strip()
+
+
+@dataclass(frozen=True)
+class SendResult:
+    sid: str | None
+    status: str  # queued/sent/... on success, "failed" otherwise
+    error_code: int | None = None
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    @property
+    def retryable(self) -> bool:
+        return not self.ok and (self.error_code is None or self.error_code in RETRYABLE_CODES)
+
+
+class WhatsApp:
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        status_callback_url: str | None,
+        timeout: float,
+        api_base_url: str | None = None,
+    ) -> None:
+        self.client = Client(
+            account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout, max_retries=0)
+        )
+        if api_base_url:  # the local emulator stands in for api.twilio.com
+            self.client.api.base_url = api_base_url.rstrip("/")
+        self.status_callback_url = status_callback_url
+        self.sent = 0
+
+    def send(
+        self,
+        from_number: str,
+        to_number: str,
+        body: str | None = None,
+        media_urls: list[str] | None = None,
+        content_sid: str | None = None,
+        content_variables: dict[str, str] | None = None,
+    ) -> SendResult:
+        params: dict[str, object] = {
+            "from_": whatsapp_address(from_number),
+            "to": whatsapp_address(to_number),
+        }
+        if body:
+            params["body"] = body
+        if media_urls:
+            params["media_url"] = media_urls
+        if content_sid:
+            params["content_sid"] = content_sid
+            params["content_variables"] = json.dumps(content_variables or {})
+        if self.status_callback_url:
+            params["status_callback"] = self.status_callback_url
+        self.sent += 1
+        try:
+            message = self.client.messages.create(**params)  # type: ignore[arg-type,unused-ignore]
+        except TwilioRestException as exc:
+            log.warning("twilio refused a message", status=exc.status, code=exc.code)
+            return SendResult(None, "failed", exc.code or exc.status, str(exc.msg)[:500])
+        except (requests.RequestException, TwilioException) as exc:
+            log.warning("twilio unreachable", error=type(exc).__name__)
+            return SendResult(None, "failed", None, f"{type(exc).__name__}: {exc}"[:500])
+        return SendResult(message.sid, STATUS_MAP.get(str(message.status), "queued"))
