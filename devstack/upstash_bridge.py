@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import redis
 from redis.exceptions import ResponseError
+
+from devstack.http import LocalServer, Request, Response
 
 _SCRIPT_COMMANDS = {"EVAL", "EVAL_RO"}
 
@@ -57,55 +57,29 @@ class UpstashBridge:
     ) -> None:
         self.pool = pool
         self.token = token
-        bridge = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                if self.headers.get("Authorization") != f"Bearer {bridge.token}":
-                    self._answer(401, {"error": "Unauthorized"})
-                    return
-                try:
-                    body = json.loads(raw or b"null")
-                except json.JSONDecodeError:
-                    self._answer(400, {"error": "ERR failed to parse command"})
-                    return
-                b64 = self.headers.get("Upstash-Encoding", "").lower() == "base64"
-                path = self.path.rstrip("/")
-                status, payload = bridge.handle(path, body, b64)
-                self._answer(status, payload)
-
-            def _answer(self, status: int, payload: Any) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self.server = LocalServer(self._serve, host, port)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.server.url
 
     def start(self) -> UpstashBridge:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self.server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self.server.stop()
+
+    def _serve(self, request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            return Response(401, {"error": "Unauthorized"})
+        try:
+            body = request.json()
+        except json.JSONDecodeError:
+            return Response(400, {"error": "ERR failed to parse command"})
+        b64 = request.headers.get("upstash-encoding", "").lower() == "base64"
+        status, payload = self.handle(request.path.rstrip("/"), body, b64)
+        return Response(status, payload)
 
     # -- protocol ---------------------------------------------------------------------------
     def handle(self, path: str, body: Any, b64: bool) -> tuple[int, Any]:

@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
+import functions_framework
 import psycopg
 import pytest
+import responses
 from psycopg.rows import dict_row
+from twilio.request_validator import RequestValidator
 
+import shared.services
 from devstack import postgres, redis_server
+from devstack.fake_openai import FakeOpenAI
 from devstack.migrations import prepare_database
+from devstack.twilio_emulator import message_resource, twilio_error
 from devstack.upstash_bridge import UpstashBridge
+from shared.config import get_settings
+from shared.services import Services
+
+ROOT = Path(__file__).resolve().parent.parent
+WEBHOOK_SOURCE = ROOT / "functions" / "webhook" / "main.py"
 
 APP_ROLE = "assistant_fn_test"
 UPSTASH_TOKEN = "dev-upstash-token"
@@ -71,3 +85,164 @@ def as_user(
         conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
         conn.execute(psycopg.sql.SQL("set local role {}").format(psycopg.sql.Identifier(role)))
         yield conn
+
+
+# -- function-level fixtures ------------------------------------------------------------------
+
+ACCOUNT_SID = "AC" + "0" * 30 + "01"
+AUTH_TOKEN = "dev-twilio-auth-token"
+PUBLIC_URL = "https://webhook.example.test"
+TWILIO_MESSAGES_URL = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI(model="gpt-4o-mini-2024-07-18").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def openai_stub(fake_openai: FakeOpenAI) -> FakeOpenAI:
+    fake_openai.requests.clear()
+    fake_openai._script.clear()
+    return fake_openai
+
+
+class TwilioApi:
+    """Twilio's REST API at the HTTP level (responses): records sends, can fail them."""
+
+    def __init__(self, mock: responses.RequestsMock) -> None:
+        self.sent: list[dict[str, list[str]]] = []
+        self.failures: list[tuple[int, int]] = []
+        self._lock = threading.Lock()
+        mock.add_callback(responses.POST, TWILIO_MESSAGES_URL, callback=self._create)
+
+    def _create(self, request: Any) -> tuple[int, dict[str, str], str]:
+        form = parse_qs(request.body if isinstance(request.body, str) else request.body.decode())
+        with self._lock:
+            failure = self.failures.pop(0) if self.failures else None
+            if failure:
+                status, code = failure
+                return status, {}, json.dumps(twilio_error(status, code, "Twilio error"))
+            self.sent.append(form)
+        return 201, {}, json.dumps(message_resource(ACCOUNT_SID, form))
+
+    def bodies(self, to: str | None = None) -> list[str]:
+        return [m["Body"][0] for m in self.sent if to is None or m["To"][0] == f"whatsapp:{to}"]
+
+
+@pytest.fixture
+def twilio_api() -> Iterator[TwilioApi]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add_passthru("http://127.0.0.1")
+        yield TwilioApi(mock)
+
+
+@pytest.fixture
+def settings_env(
+    monkeypatch: pytest.MonkeyPatch,
+    app_database_url: str,
+    upstash_bridge: UpstashBridge,
+    fake_openai: FakeOpenAI,
+) -> dict[str, str]:
+    """The environment a deployed function would get, pointing at the local services."""
+    env = {
+        "DATABASE_URL": app_database_url,
+        "UPSTASH_REDIS_REST_URL": upstash_bridge.url,
+        "UPSTASH_REDIS_REST_TOKEN": UPSTASH_TOKEN,
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "WEBHOOK_PUBLIC_URL": PUBLIC_URL,
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": fake_openai.base_url,
+        "OPENAI_MODEL": "gpt-4o-mini",
+        "BURST_WAIT_SECONDS": "0",
+        "ROUTING_CACHE_SECONDS": "15",
+        "OPENAI_MAX_RETRIES": "0",
+        "SENTRY_DSN": "",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    return env
+
+
+@pytest.fixture
+def make_services(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Build the per-instance services from the environment (plus overrides) and install them."""
+    built: list[Services] = []
+
+    def make(**overrides: str) -> Services:
+        for key, value in overrides.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+        services = Services.from_settings(get_settings())
+        monkeypatch.setattr(shared.services, "_services", services)
+        built.append(services)
+        return services
+
+    yield make
+    for services in built:
+        services.db.close()
+    get_settings.cache_clear()
+
+
+def sign(url: str, params: dict[str, str]) -> str:
+    return RequestValidator(AUTH_TOKEN).compute_signature(url, params)
+
+
+class WebhookClient:
+    """Posts to the webhook function served by functions-framework, signed like Twilio."""
+
+    def __init__(self) -> None:
+        app = functions_framework.create_app(target="webhook", source=str(WEBHOOK_SOURCE))
+        self.client = app.test_client()
+
+    def post(self, params: dict[str, str], path: str = "/", signature: str | None = None) -> Any:
+        if signature is None:
+            signature = sign(PUBLIC_URL + (path if path != "/" else ""), params)
+        return self.client.post(path, data=params, headers={"X-Twilio-Signature": signature})
+
+    def inbound(self, customer: str, advisor_number: str, body: str = "Hola", **extra: str) -> Any:
+        params = inbound_form(customer, advisor_number, body, **extra)
+        return self.post(params)
+
+    def status(self, message_sid: str, status: str, **extra: str) -> Any:
+        params = {
+            "MessageSid": message_sid,
+            "MessageStatus": status,
+            "AccountSid": ACCOUNT_SID,
+            **extra,
+        }
+        return self.post(params, "/status")
+
+
+def inbound_form(
+    customer: str, advisor_number: str, body: str = "Hola", **extra: str
+) -> dict[str, str]:
+    """The form Twilio posts for an inbound WhatsApp text (fields from Twilio's docs)."""
+    message_sid = extra.pop("MessageSid", None) or "SM" + uuid.uuid4().hex
+    return {
+        "SmsMessageSid": message_sid,
+        "NumMedia": "0",
+        "ProfileName": "Cliente Prueba",
+        "MessageType": "text",
+        "SmsSid": message_sid,
+        "WaId": customer.lstrip("+"),
+        "SmsStatus": "received",
+        "Body": body,
+        "To": f"whatsapp:{advisor_number}",
+        "NumSegments": "1",
+        "ReferralNumMedia": "0",
+        "MessageSid": message_sid,
+        "AccountSid": ACCOUNT_SID,
+        "From": f"whatsapp:{customer}",
+        "ApiVersion": "2010-04-01",
+        **extra,
+    }
+
+
+@pytest.fixture
+def webhook(make_services: Any) -> WebhookClient:
+    return WebhookClient()

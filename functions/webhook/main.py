@@ -52,9 +52,8 @@ def signature_is_valid(request: Request) -> bool:
     query = request.query_string.decode()
     path = request.path if request.path != "/" else ""
     candidates = [base + path] + ([base + "/"] if not path else [])
-    params = request.form.to_dict(flat=False)
     return any(
-        validator.validate(url + (f"?{query}" if query else ""), params, signature)
+        validator.validate(url + (f"?{query}" if query else ""), request.form, signature)
         for url in candidates
     )
 

@@ -1,0 +1,173 @@
+"""An OpenAI-compatible stand-in: `POST /v1/chat/completions` answered like OpenAI does.
+
+Tests script it (text, handoff tool call, HTTP error, delay) and read what the model was sent.
+Unscripted, it is the local stack's offline responder: a greeting, a few keyword answers and a
+handoff when the customer asks for a person, marked as offline in every answer's model name.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import unicodedata
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from devstack.http import LocalServer, Request, Response
+
+OFFLINE_MODEL = "offline-responder"
+_HUMAN_WORDS = ("humano", "persona", "asesor", "human", "agent", "alguien real")
+_KEYWORD_ANSWERS = {
+    "precio": "Con gusto te comparto precios: dime qué producto te interesa y te envío la información.",
+    "horario": "Atendemos de lunes a viernes de 8:00 a 18:00 y sábados de 9:00 a 13:00.",
+    "gracias": "¡Con mucho gusto! Aquí estoy si necesitas algo más.",
+}
+
+
+@dataclass
+class Step:
+    kind: str  # "text" | "handoff" | "error"
+    value: Any = None
+    delay: float = 0.0
+
+
+def _plain(text: str) -> str:
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+
+
+def offline_step(messages: list[dict[str, Any]]) -> Step:
+    """What the offline responder says to the last customer message."""
+    last: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    text = _plain(str(last.get("content") or ""))
+    if any(word in text for word in _HUMAN_WORDS):
+        return Step("handoff", "the customer asked for a person")
+    for keyword, answer in _KEYWORD_ANSWERS.items():
+        if keyword in text:
+            return Step("text", answer)
+    if any(greeting in text for greeting in ("hola", "buenas", "hello", "hi")):
+        return Step("text", "¡Hola! Soy el asistente virtual. ¿En qué puedo ayudarte hoy?")
+    return Step("text", "Gracias por tu mensaje. Cuéntame un poco más para ayudarte mejor.")
+
+
+class FakeOpenAI:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, model: str = OFFLINE_MODEL) -> None:
+        self.model = model
+        self.requests: list[dict[str, Any]] = []
+        self._script: deque[Step] = deque()
+        self._lock = threading.Lock()
+        self.server = LocalServer(self._serve, host, port)
+
+    @property
+    def base_url(self) -> str:
+        return self.server.url + "/v1"
+
+    def start(self) -> FakeOpenAI:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    # -- scripting ----------------------------------------------------------------------------
+    def reply_with(self, text: str, delay: float = 0.0) -> None:
+        self._script.append(Step("text", text, delay))
+
+    def handoff(self, reason: str, text: str | None = None) -> None:
+        self._script.append(Step("handoff", (reason, text)))
+
+    def fail(self, status: int = 500, delay: float = 0.0) -> None:
+        self._script.append(Step("error", status, delay))
+
+    # -- protocol -----------------------------------------------------------------------------
+    def _serve(self, request: Request) -> Response:
+        if request.path.rstrip("/") != "/v1/chat/completions" or request.method != "POST":
+            return Response(
+                404, {"error": {"message": "Not found", "type": "invalid_request_error"}}
+            )
+        if not request.headers.get("authorization", "").startswith("Bearer "):
+            return Response(
+                401,
+                {
+                    "error": {
+                        "message": "Missing API key",
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                },
+            )
+        body = request.json()
+        with self._lock:
+            self.requests.append(body)
+            step = self._script.popleft() if self._script else None
+        if step is None:
+            step = offline_step(body.get("messages", []))
+        if step.delay:
+            time.sleep(step.delay)
+        if step.kind == "error":
+            return Response(
+                int(step.value),
+                {
+                    "error": {
+                        "message": "The server had an error",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            )
+        return Response(200, self._completion(body, step))
+
+    def _completion(self, body: dict[str, Any], step: Step) -> dict[str, Any]:
+        content: str | None
+        tool_calls = None
+        if step.kind == "handoff":
+            reason, content = step.value if isinstance(step.value, tuple) else (step.value, None)
+            tool_calls = [
+                {
+                    "id": f"call_{uuid.uuid4().hex[:24]}",
+                    "type": "function",
+                    "function": {
+                        "name": "handoff_to_human",
+                        "arguments": json.dumps({"reason": reason}),
+                    },
+                }
+            ]
+        else:
+            content = str(step.value)
+        prompt_tokens = sum(
+            len(str(m.get("content", ""))) // 4 + 1 for m in body.get("messages", [])
+        )
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model
+            if self.model != OFFLINE_MODEL
+            else body.get("model", "") + f" ({OFFLINE_MODEL})",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": content,
+                        "refusal": None,
+                        "tool_calls": tool_calls,
+                    },
+                    "logprobs": None,
+                    "finish_reason": "tool_calls" if tool_calls else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(content or "") // 4 + 1,
+                "total_tokens": prompt_tokens + len(content or "") // 4 + 1,
+            },
+            "system_fingerprint": "fp_local",
+        }
+
+    def user_turns(self, index: int = -1) -> list[str]:
+        """The customer messages the model saw in one request."""
+        return [m["content"] for m in self.requests[index]["messages"] if m["role"] == "user"]

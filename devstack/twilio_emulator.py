@@ -1,0 +1,197 @@
+"""A Twilio REST stand-in for WhatsApp sending, plus signed status callbacks.
+
+`POST /2010-04-01/Accounts/<AccountSid>/Messages.json` is answered like Twilio (201 with a
+message resource and an SM sid, or Twilio's error JSON), every message is recorded, and
+`sent`, `delivered`, `read` are posted, signed, to the message's StatusCallback shortly after.
+`GET /messages` lists what was sent; `POST /fail` makes the next N sends fail with a code.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+import uuid
+from email.utils import formatdate
+from typing import Any
+
+import requests
+from twilio.request_validator import RequestValidator
+
+from devstack.http import LocalServer, Request, Response
+
+API_VERSION = "2010-04-01"
+
+
+def message_resource(
+    account_sid: str, form: dict[str, list[str]], sid: str | None = None
+) -> dict[str, Any]:
+    """The JSON Twilio answers when a message is created (fields as in Twilio's docs)."""
+    sid = sid or "SM" + uuid.uuid4().hex
+    now = formatdate(usegmt=True)
+    media = form.get("MediaUrl", [])
+    uri = f"/{API_VERSION}/Accounts/{account_sid}/Messages/{sid}"
+    return {
+        "account_sid": account_sid,
+        "api_version": API_VERSION,
+        "body": (form.get("Body") or [""])[0],
+        "date_created": now,
+        "date_sent": None,
+        "date_updated": now,
+        "direction": "outbound-api",
+        "error_code": None,
+        "error_message": None,
+        "from": (form.get("From") or [""])[0],
+        "messaging_service_sid": None,
+        "num_media": str(len(media)),
+        "num_segments": "1",
+        "price": None,
+        "price_unit": "USD",
+        "sid": sid,
+        "status": "queued",
+        "subresource_uris": {"media": uri + "/Media.json"},
+        "to": (form.get("To") or [""])[0],
+        "uri": uri + ".json",
+    }
+
+
+def twilio_error(status: int, code: int, message: str) -> dict[str, Any]:
+    return {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
+
+
+class TwilioEmulator:
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        callback_delay: float = 0.2,
+        callback_statuses: tuple[str, ...] = ("sent", "delivered", "read"),
+    ) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.callback_delay = callback_delay
+        self.callback_statuses = callback_statuses
+        self.messages: list[dict[str, Any]] = []
+        self.callbacks: list[dict[str, Any]] = []
+        self._failures: list[tuple[int, int, str]] = []
+        self._lock = threading.Lock()
+        self.validator = RequestValidator(auth_token)
+        self.server = LocalServer(self._serve, host, port)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def start(self) -> TwilioEmulator:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def fail_next(
+        self,
+        count: int = 1,
+        status: int = 500,
+        code: int = 20500,
+        message: str = "Internal Server Error",
+    ) -> None:
+        with self._lock:
+            self._failures.extend([(status, code, message)] * count)
+
+    def _authorized(self, request: Request) -> bool:
+        expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        return request.headers.get("authorization") == f"Basic {expected}"
+
+    def _serve(self, request: Request) -> Response:
+        path = request.path.rstrip("/")
+        if path == "/messages" and request.method == "GET":
+            with self._lock:
+                return Response(200, [self._summary(m) for m in self.messages])
+        if path == "/fail" and request.method == "POST":
+            spec = request.json() or {}
+            self.fail_next(
+                int(spec.get("count", 1)),
+                int(spec.get("status", 500)),
+                int(spec.get("code", 20500)),
+            )
+            return Response(200, {"ok": True})
+        if (
+            path == f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json"
+            and request.method == "POST"
+        ):
+            if not self._authorized(request):
+                return Response(401, twilio_error(401, 20003, "Authenticate"))
+            return self._create(request.form())
+        return Response(404, twilio_error(404, 20404, "The requested resource was not found"))
+
+    def _create(self, form: dict[str, list[str]]) -> Response:
+        if not form.get("To") or not (
+            form.get("Body") or form.get("MediaUrl") or form.get("ContentSid")
+        ):
+            return Response(
+                400,
+                twilio_error(400, 21619, "A text message body or media urls must be specified."),
+            )
+        with self._lock:
+            failure = self._failures.pop(0) if self._failures else None
+        if failure:
+            status, code, message = failure
+            return Response(status, twilio_error(status, code, message))
+        resource = message_resource(self.account_sid, form)
+        record = {
+            **resource,
+            "media_url": form.get("MediaUrl", []),
+            "status_callback": next(iter(form.get("StatusCallback", [])), None),
+        }
+        with self._lock:
+            self.messages.append(record)
+        if record["status_callback"]:
+            threading.Thread(target=self._post_callbacks, args=(record,), daemon=True).start()
+        return Response(201, resource)
+
+    def _post_callbacks(self, record: dict[str, Any]) -> None:
+        for status in self.callback_statuses:
+            time.sleep(self.callback_delay)
+            with self._lock:
+                record["status"] = status
+            params = {
+                "AccountSid": self.account_sid,
+                "ApiVersion": API_VERSION,
+                "From": record["from"],
+                "To": record["to"],
+                "MessageSid": record["sid"],
+                "SmsSid": record["sid"],
+                "MessageStatus": status,
+                "SmsStatus": status,
+                "ChannelPrefix": "whatsapp",
+            }
+            url = record["status_callback"]
+            signature = self.validator.compute_signature(url, params)
+            try:
+                response = requests.post(
+                    url, data=params, headers={"X-Twilio-Signature": signature}, timeout=5
+                )
+                outcome: Any = response.status_code
+            except requests.RequestException as exc:
+                outcome = str(exc)
+            with self._lock:
+                self.callbacks.append({"sid": record["sid"], "status": status, "response": outcome})
+
+    @staticmethod
+    def _summary(message: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "sid": message["sid"],
+            "from": message["from"],
+            "to": message["to"],
+            "body": message["body"],
+            "media_url": message["media_url"],
+            "status": message["status"],
+        }

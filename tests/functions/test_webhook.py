@@ -1,0 +1,428 @@
+"""The webhook function, in process (functions-framework's Flask app), on the real Postgres and
+Redis; Twilio REST through `responses`, OpenAI through a local HTTP stand-in."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from devstack.fake_openai import FakeOpenAI
+from tests import factories as f
+from tests.conftest import PUBLIC_URL, TwilioApi, WebhookClient, inbound_form, sign
+
+pytestmark = pytest.mark.usefixtures("twilio_api")
+
+
+@pytest.fixture
+def advisor(db: psycopg.Connection[Any]) -> dict[str, Any]:
+    tenant = f.tenant(db)
+    return f.advisor(
+        db,
+        tenant,
+        name="María González",
+        personal_phone=f.phone("+57301"),
+        settings={"language": "es", "prompt": "Eres el asistente de María. Sé breve."},
+    )
+
+
+def messages_of(db: psycopg.Connection[Any], advisor_id: Any) -> list[dict[str, Any]]:
+    return db.execute(
+        "select direction, author, body, status, error_code, provider_sid from messages"
+        " where advisor_id = %s order by created_at",
+        (advisor_id,),
+    ).fetchall()
+
+
+def conversation_of(db: psycopg.Connection[Any], advisor_id: Any) -> dict[str, Any]:
+    row = db.execute("select * from conversations where advisor_id = %s", (advisor_id,)).fetchone()
+    assert row
+    return dict(row)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def in_parallel(*calls: Any) -> list[Any]:
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_health_touches_nothing(webhook: WebhookClient) -> None:
+    response = webhook.client.get("/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "function": "webhook"}
+
+
+def test_wrong_method_and_path(webhook: WebhookClient) -> None:
+    assert webhook.client.get("/").status_code == 405
+    assert webhook.client.post("/nope").status_code == 404
+
+
+def test_bad_or_missing_signature_is_403_and_stores_nothing(
+    webhook: WebhookClient,
+    advisor: dict[str, Any],
+    db: psycopg.Connection[Any],
+    twilio_api: TwilioApi,
+) -> None:
+    params = inbound_form(f.phone("+57320"), advisor["twilio_phone_number"])
+    assert webhook.post(params, signature="bm90IGEgc2lnbmF0dXJl").status_code == 403
+    assert webhook.client.post("/", data=params).status_code == 403
+    # Signed for another URL (what a proxy would hand us) is refused too.
+    assert webhook.post(params, signature=sign("http://internal:8080/", params)).status_code == 403
+    assert messages_of(db, advisor["id"]) == []
+    assert twilio_api.sent == []
+
+
+def test_malformed_form_is_400_with_reason(webhook: WebhookClient, advisor: dict[str, Any]) -> None:
+    params = inbound_form(f.phone("+57321"), advisor["twilio_phone_number"])
+    del params["MessageSid"]
+    response = webhook.post(params)
+    assert response.status_code == 400
+    assert "MessageSid" in response.get_data(as_text=True)
+    bad_from = inbound_form("not-a-phone", advisor["twilio_phone_number"])
+    response = webhook.post(bad_from)
+    assert response.status_code == 400 and "From" in response.get_data(as_text=True)
+
+
+def test_message_gets_an_ai_reply_from_the_advisors_number(
+    webhook: WebhookClient,
+    advisor: dict[str, Any],
+    db: psycopg.Connection[Any],
+    twilio_api: TwilioApi,
+    openai_stub: FakeOpenAI,
+) -> None:
+    customer = f.phone("+57322")
+    openai_stub.reply_with("¡Hola! ¿En qué te ayudo?")
+    response = webhook.inbound(customer, advisor["twilio_phone_number"], "Hola, buenas")
+    assert response.status_code == 200
+    assert response.mimetype == "text/xml"
+    assert "<Response />" in response.get_data(as_text=True)
+
+    assert len(twilio_api.sent) == 1
+    sent = twilio_api.sent[0]
+    assert sent["From"] == [f"whatsapp:{advisor['twilio_phone_number']}"]
+    assert sent["To"] == [f"whatsapp:{customer}"]
+    assert sent["StatusCallback"] == [PUBLIC_URL + "/status"]
+    assert sent["Body"] == ["¡Hola! ¿En qué te ayudo?"]
+
+    request = openai_stub.requests[-1]
+    assert request["messages"][0] == {
+        "role": "system",
+        "content": "Eres el asistente de María. Sé breve.",
+    }
+    assert request["tools"][0]["function"]["name"] == "handoff_to_human"
+    assert openai_stub.user_turns() == ["Hola, buenas"]
+
+    stored = messages_of(db, advisor["id"])
+    assert [(m["direction"], m["author"], m["status"]) for m in stored] == [
+        ("inbound", "customer", "received"),
+        ("outbound", "ai", "queued"),
+    ]
+    assert stored[1]["provider_sid"].startswith("SM")
+    run = db.execute(
+        "select model, prompt_tokens, completion_tokens, latency_ms, outcome from ai_runs where advisor_id = %s",
+        (advisor["id"],),
+    ).fetchone()
+    assert run and run["outcome"] == "replied" and run["model"] == "gpt-4o-mini-2024-07-18"
+    assert run["prompt_tokens"] > 0 and run["completion_tokens"] > 0 and run["latency_ms"] >= 0
+    handled = db.execute(
+        "select handled_at is not null as handled from messages where advisor_id = %s and direction = 'inbound'",
+        (advisor["id"],),
+    ).fetchone()
+    assert handled == {"handled": True}
+
+
+def test_hot_path_is_one_round_trip_before_and_one_after_the_model(
+    webhook: WebhookClient, advisor: dict[str, Any], make_services: Any, twilio_api: TwilioApi
+) -> None:
+    services = make_services()
+    number = advisor["twilio_phone_number"]
+    webhook.inbound(f.phone("+57323"), number, "primero")  # warms the routing cache
+    before = services.db.round_trips
+    response = webhook.inbound(f.phone("+57323"), number, "segundo")
+    assert response.status_code == 200
+    assert services.db.round_trips - before == 2
+    assert len(twilio_api.sent) == 2
+
+
+def test_same_sid_five_times_concurrently_one_message_one_reply(
+    webhook: WebhookClient,
+    advisor: dict[str, Any],
+    db: psycopg.Connection[Any],
+    twilio_api: TwilioApi,
+) -> None:
+    params = inbound_form(f.phone("+57324"), advisor["twilio_phone_number"], "hola")
+    results = in_parallel(*[lambda: webhook.post(params)] * 5)
+    assert [r.status_code for r in results] == [200] * 5
+    stored = messages_of(db, advisor["id"])
+    assert [m["direction"] for m in stored] == ["inbound", "outbound"]
+    assert len(twilio_api.sent) == 1
+
+
+def test_redis_down_still_one_message_per_sid(
+    advisor: dict[str, Any], db: psycopg.Connection[Any], make_services: Any, twilio_api: TwilioApi
+) -> None:
+    make_services(UPSTASH_REDIS_REST_URL=f"http://127.0.0.1:{free_port()}")
+    webhook = WebhookClient()
+    params = inbound_form(f.phone("+57325"), advisor["twilio_phone_number"], "hola")
+    results = in_parallel(*[lambda: webhook.post(params)] * 3)
+    assert [r.status_code for r in results] == [200] * 3
+    assert [m["direction"] for m in messages_of(db, advisor["id"])] == ["inbound", "outbound"]
+    assert len(twilio_api.sent) == 1
+
+
+def test_burst_of_three_gets_one_reply_that_saw_all_three(
+    advisor: dict[str, Any], make_services: Any, twilio_api: TwilioApi, openai_stub: FakeOpenAI
+) -> None:
+    make_services(BURST_WAIT_SECONDS="1.0")
+    webhook = WebhookClient()
+    customer, number = f.phone("+57326"), advisor["twilio_phone_number"]
+
+    def send(body: str, delay: float) -> Any:
+        time.sleep(delay)
+        return webhook.inbound(customer, number, body)
+
+    results = in_parallel(
+        lambda: send("hola", 0.0), lambda: send("quiero info", 0.2), lambda: send("del plan", 0.4)
+    )
+    assert [r.status_code for r in results] == [200] * 3
+    assert len(twilio_api.sent) == 1
+    assert len(openai_stub.requests) == 1
+    assert openai_stub.user_turns() == ["hola", "quiero info", "del plan"]
+
+
+def test_two_advisors_never_share_history(
+    webhook: WebhookClient, db: psycopg.Connection[Any], openai_stub: FakeOpenAI
+) -> None:
+    tenant = f.tenant(db)
+    first, second = f.advisor(db, tenant, name="A"), f.advisor(db, tenant, name="B")
+    customer = f.phone("+57327")
+    webhook.inbound(customer, first["twilio_phone_number"], "mi secreto para A")
+    webhook.inbound(customer, second["twilio_phone_number"], "pregunta para B")
+    assert openai_stub.user_turns(-1) == ["pregunta para B"]
+    assert all("mi secreto" not in str(m) for m in openai_stub.requests[-1]["messages"])
+
+
+def test_handoff_tool_alerts_the_advisor_and_pauses_the_ai(
+    webhook: WebhookClient,
+    advisor: dict[str, Any],
+    db: psycopg.Connection[Any],
+    twilio_api: TwilioApi,
+    openai_stub: FakeOpenAI,
+) -> None:
+    customer, number = f.phone("+57328"), advisor["twilio_phone_number"]
+    openai_stub.handoff("wants to negotiate price")
+    webhook.inbound(customer, number, "quiero hablar con María directamente")
+    to_customer = twilio_api.bodies(customer)
+    assert len(to_customer) == 1 and "María González" in to_customer[0]
+    alerts = twilio_api.bodies(advisor["phone_number"])
+    assert len(alerts) == 1 and "wants to negotiate price" in alerts[0]
+    conversation = conversation_of(db, advisor["id"])
+    assert conversation["ai_attention"] is False
+    assert conversation["handoff_reason"] == "wants to negotiate price"
+    assert conversation["human_override_until"] is not None
+    run = db.execute(
+        "select outcome from ai_runs where advisor_id = %s", (advisor["id"],)
+    ).fetchone()
+    assert run == {"outcome": "handoff"}
+    # The next message is stored, but nobody but the human answers it.
+    calls = len(openai_stub.requests)
+    assert webhook.inbound(customer, number, "¿hola?").status_code == 200
+    assert len(openai_stub.requests) == calls
+    assert len(twilio_api.sent) == 2
+    assert messages_of(db, advisor["id"])[-1]["body"] == "¿hola?"
+
+
+def test_opt_out_and_back_in(
+    webhook: WebhookClient,
+    advisor: dict[str, Any],
+    db: psycopg.Connection[Any],
+    twilio_api: TwilioApi,
+    openai_stub: FakeOpenAI,
+) -> None:
+    customer, number = f.phone("+57329"), advisor["twilio_phone_number"]
+    webhook.inbound(customer, number, "  Baja! ")
+    assert len(twilio_api.bodies(customer)) == 1  # one confirmation
+    assert conversation_of(db, advisor["id"])["opted_out_at"] is not None
+    webhook.inbound(customer, number, "STOP")
+    webhook.inbound(customer, number, "una pregunta")
+    assert len(twilio_api.bodies(customer)) == 1
+    assert openai_stub.requests == []
+    webhook.inbound(customer, number, "ALTA")
+    assert len(twilio_api.bodies(customer)) == 2
+    webhook.inbound(customer, number, "hola otra vez")
+    assert len(twilio_api.bodies(customer)) == 3
+    assert len(openai_stub.requests) == 1
+
+
+def test_model_timeout_sends_fallback_and_flags_for_a_human(
+    advisor: dict[str, Any],
+    db: psycopg.Connection[Any],
+    make_services: Any,
+    twilio_api: TwilioApi,
+    openai_stub: FakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    captured: list[BaseException] = []
+    monkeypatch.setattr("shared.inbound.capture", captured.append)
+    make_services(OPENAI_TIMEOUT_SECONDS="1")
+    webhook = WebhookClient()
+    openai_stub.reply_with("too late", delay=2.5)
+    customer = f.phone("+57330")
+    started = time.monotonic()
+    assert webhook.inbound(customer, advisor["twilio_phone_number"], "hola").status_code == 200
+    assert time.monotonic() - started < 2.4
+    bodies = twilio_api.bodies(customer)
+    assert len(bodies) == 1 and "María González" in bodies[0]
+    conversation = conversation_of(db, advisor["id"])
+    assert conversation["needs_human"] is True and conversation["ai_attention"] is True
+    run = db.execute(
+        "select outcome, error from ai_runs where advisor_id = %s", (advisor["id"],)
+    ).fetchone()
+    assert run and run["outcome"] == "timeout"
+    assert len(captured) == 1
+
+
+def test_model_error_sends_fallback(
+    webhook: WebhookClient,
+    advisor: dict[str, Any],
+    db: psycopg.Connection[Any],
+    openai_stub: FakeOpenAI,
+) -> None:
+    openai_stub.fail(500)
+    webhook.inbound(f.phone("+57331"), advisor["twilio_phone_number"], "hola")
+    run = db.execute(
+        "select outcome, error from ai_runs where advisor_id = %s", (advisor["id"],)
+    ).fetchone()
+    assert run and run["outcome"] == "error" and "InternalServerError" in run["error"]
+    assert messages_of(db, advisor["id"])[-1]["author"] == "ai"
+
+
+def test_twilio_500_leaves_a_failed_row(
+    webhook: WebhookClient,
+    advisor: dict[str, Any],
+    db: psycopg.Connection[Any],
+    twilio_api: TwilioApi,
+) -> None:
+    twilio_api.failures.append((500, 20500))
+    assert (
+        webhook.inbound(f.phone("+57332"), advisor["twilio_phone_number"], "hola").status_code
+        == 200
+    )
+    reply = messages_of(db, advisor["id"])[-1]
+    assert reply["direction"] == "outbound"
+    assert (reply["status"], reply["error_code"], reply["provider_sid"]) == ("failed", 20500, None)
+
+
+def test_long_reply_is_split_in_order(
+    webhook: WebhookClient, advisor: dict[str, Any], twilio_api: TwilioApi, openai_stub: FakeOpenAI
+) -> None:
+    paragraph = "Esta es una frase del plan. " * 40
+    openai_stub.reply_with(paragraph.strip() + "\n" + "Segunda parte del mensaje. " * 40)
+    customer = f.phone("+57333")
+    webhook.inbound(customer, advisor["twilio_phone_number"], "cuéntame todo")
+    bodies = twilio_api.bodies(customer)
+    assert len(bodies) == 2
+    assert all(len(b) <= 1600 for b in bodies)
+    assert bodies[0].startswith("Esta es") and bodies[1].startswith("Segunda parte")
+
+
+def test_customer_rate_limit_stores_but_withholds_the_ai(
+    advisor: dict[str, Any], db: psycopg.Connection[Any], make_services: Any, twilio_api: TwilioApi
+) -> None:
+    make_services(RATE_LIMIT_CUSTOMER_PER_MINUTE="2")
+    webhook = WebhookClient()
+    customer = f.phone("+57334")
+    for i in range(3):
+        assert webhook.inbound(customer, advisor["twilio_phone_number"], f"m{i}").status_code == 200
+    inbound = [m for m in messages_of(db, advisor["id"]) if m["direction"] == "inbound"]
+    assert len(inbound) == 3
+    assert len(twilio_api.bodies(customer)) == 2
+
+
+def test_unknown_or_inactive_number_is_kept_unrouted(
+    webhook: WebhookClient, db: psycopg.Connection[Any], twilio_api: TwilioApi
+) -> None:
+    inactive = f.advisor(db, f.tenant(db), active=False)
+    for number in (f.phone("+1777"), inactive["twilio_phone_number"]):
+        params = inbound_form(f.phone("+57335"), number, "hola?")
+        assert webhook.post(params).status_code == 200
+        row = db.execute(
+            "select to_number, payload ->> 'Body' as body from unrouted_messages where provider_sid = %s",
+            (params["MessageSid"],),
+        ).fetchone()
+        assert row == {"to_number": number, "body": "hola?"}
+    assert twilio_api.sent == []
+
+
+def test_routing_cache_forgets_a_deactivated_advisor(
+    advisor: dict[str, Any], db: psycopg.Connection[Any], make_services: Any, twilio_api: TwilioApi
+) -> None:
+    make_services(ROUTING_CACHE_SECONDS="1")
+    webhook = WebhookClient()
+    number = advisor["twilio_phone_number"]
+    webhook.inbound(f.phone("+57336"), number, "hola")
+    db.execute("update advisors set is_active = false where id = %s", (advisor["id"],))
+    time.sleep(
+        2.1
+    )  # both cache layers (in-process + Redis) expire within 2 x ROUTING_CACHE_SECONDS
+    params = inbound_form(f.phone("+57336"), number, "¿sigues?")
+    webhook.post(params)
+    routed = db.execute(
+        "select count(*) as n from unrouted_messages where provider_sid = %s",
+        (params["MessageSid"],),
+    ).fetchone()
+    assert routed == {"n": 1}
+
+
+def test_status_callbacks_out_of_order_end_at_the_furthest(
+    webhook: WebhookClient, advisor: dict[str, Any], db: psycopg.Connection[Any]
+) -> None:
+    webhook.inbound(f.phone("+57337"), advisor["twilio_phone_number"], "hola")
+    reply_sid = messages_of(db, advisor["id"])[-1]["provider_sid"]
+    for status in ("read", "sent", "delivered", "sent", "read"):
+        assert webhook.status(reply_sid, status).status_code == 200
+    assert messages_of(db, advisor["id"])[-1]["status"] == "read"
+    # Unknown sid: 200, kept for when its message is recorded.
+    assert webhook.status("SM" + "f" * 32, "delivered").status_code == 200
+    # Unsigned callbacks are refused.
+    params = {"MessageSid": reply_sid, "MessageStatus": "failed"}
+    assert webhook.post(params, "/status", signature="x").status_code == 403
+
+
+def test_failed_status_keeps_twilio_error_code(
+    webhook: WebhookClient, advisor: dict[str, Any], db: psycopg.Connection[Any]
+) -> None:
+    webhook.inbound(f.phone("+57338"), advisor["twilio_phone_number"], "hola")
+    reply_sid = messages_of(db, advisor["id"])[-1]["provider_sid"]
+    webhook.status(reply_sid, "undelivered", ErrorCode="63016")
+    webhook.status(reply_sid, "sent")
+    last = messages_of(db, advisor["id"])[-1]
+    assert (last["status"], last["error_code"]) == ("undelivered", 63016)
+
+
+def test_postgres_down_is_503(advisor: dict[str, Any], make_services: Any) -> None:
+    make_services(
+        DATABASE_URL=f"postgresql://nobody@127.0.0.1:{free_port()}/none",
+        DATABASE_TIMEOUT_SECONDS="1",
+    )
+    webhook = WebhookClient()
+    response = webhook.inbound(f.phone("+57339"), f.phone("+1666"), "hola")
+    assert response.status_code == 503
