@@ -143,8 +143,9 @@ def init_sentry(dsn: str | None, environment: str, **options: Any) -> bool:
         dsn=dsn,
         environment=environment,
         before_send=before_send,
-        send_default_pii=False,
         traces_sample_rate=0.0,
+        # Frame locals would carry message bodies inside object reprs no key-based scrub sees.
+        include_local_variables=False,
         **options,
     )
     return True

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+
+from shared.assistant import history_to_messages
+from shared.texts import notice, opt_keyword, split_message, system_prompt
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [("STOP", "out"), (" baja! ", "out"), ("Cancelar", "out"), ("unsubscribe", "out"),
+     ("START", "in"), ("alta", "in"), ("stop sending me ads please", None), ("", None)],
+)  # fmt: skip
+def test_opt_keyword(body: str, expected: str | None) -> None:
+    assert opt_keyword(body) == expected
+
+
+def test_split_prefers_lines_then_sentences_and_keeps_order() -> None:
+    text = "Primera línea corta.\n" + ("Una frase. " * 200)
+    chunks = split_message(text, 1600)
+    assert all(len(c) <= 1600 for c in chunks)
+    assert " ".join(chunks).replace("\n", " ").split() == text.split()
+    assert all(c.endswith(".") for c in chunks)
+    assert split_message("corto") == ["corto"]
+    assert split_message("x" * 3300) == ["x" * 1600, "x" * 1600, "x" * 100]
+
+
+def test_prompt_and_notices_follow_the_advisor_settings() -> None:
+    assert system_prompt({"prompt": "Custom"}, "Ana") == "Custom"
+    assert "Ana" in system_prompt({}, "Ana") and "español" in system_prompt({}, "Ana")
+    assert "English" in system_prompt({"language": "en"}, "Ana")
+    assert notice("handoff", {"language": "en"}, name="Ana").startswith("I'm passing you to Ana")
+    assert notice("handoff", {"handoff_message": "Ya viene {name}"}, name="Ana") == "Ya viene Ana"
+
+
+def test_history_maps_authors_to_roles() -> None:
+    history = [
+        {"direction": "inbound", "author": "customer", "body": "hola"},
+        {"direction": "outbound", "author": "ai", "body": "¿qué tal?"},
+        {"direction": "outbound", "author": "system", "body": "opt-out"},
+        {"direction": "inbound", "author": "customer", "body": "", "transcript": "nota de voz"},
+    ]
+    assert history_to_messages(history) == [
+        {"role": "user", "content": "hola"},
+        {"role": "assistant", "content": "¿qué tal?"},
+        {"role": "user", "content": "nota de voz"},
+    ]
