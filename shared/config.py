@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     supabase_url: str | None = None
     supabase_service_role_key: str | None = None
     supabase_jwt_secret: str | None = None
+    # Asymmetric JWT signing keys; defaults to SUPABASE_URL + /auth/v1/.well-known/jwks.json.
+    supabase_jwks_url: str | None = None
+    supabase_jwt_audience: str = "authenticated"
     cleanup_token: str | None = None
     google_cloud_project: str | None = None
 
@@ -58,6 +61,21 @@ class Settings(BaseSettings):
     handoff_hours: float = Field(default=24.0, gt=0)
     history_limit: int = Field(default=20, ge=1, le=100)
     notify_advisor_on_handoff: bool = True
+    send_rate_limit_per_minute: int = Field(default=60, ge=1)
+    # Dashboard origins allowed to call the send function from a browser (comma-separated).
+    dashboard_origins: str = ""
+
+    @property
+    def allowed_origins(self) -> set[str]:
+        return {o.strip().rstrip("/") for o in self.dashboard_origins.split(",") if o.strip()}
+
+    @property
+    def jwks_url(self) -> str | None:
+        if self.supabase_jwks_url:
+            return self.supabase_jwks_url
+        if self.supabase_url:
+            return self.supabase_url.rstrip("/") + "/auth/v1/.well-known/jwks.json"
+        return None
 
     def require(self, *names: str) -> None:
         missing = [name.upper() for name in names if not getattr(self, name.lower())]

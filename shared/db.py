@@ -8,6 +8,8 @@ counts every statement sent, for tests and benchmarks.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -55,6 +57,16 @@ class Database:
         except (PoolTimeout, psycopg.OperationalError) as exc:
             raise DatabaseUnavailable(str(exc)) from exc
         return None if row is None else row[0]
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection inside one transaction, for the few multi-statement paths."""
+        self._ensure_open()
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
 
     def close(self) -> None:
         self._pool.close()

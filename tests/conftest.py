@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import functions_framework
+import jwt
 import psycopg
 import pytest
 import responses
@@ -21,6 +23,7 @@ from twilio.request_validator import RequestValidator
 import shared.services
 from devstack import postgres, redis_server
 from devstack.fake_openai import FakeOpenAI
+from devstack.http import LocalServer, Request, Response
 from devstack.migrations import prepare_database
 from devstack.twilio_emulator import message_resource, twilio_error
 from devstack.upstash_bridge import UpstashBridge
@@ -29,6 +32,7 @@ from shared.services import Services
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_SOURCE = ROOT / "functions" / "webhook" / "main.py"
+SEND_SOURCE = ROOT / "functions" / "send" / "main.py"
 
 APP_ROLE = "assistant_fn_test"
 UPSTASH_TOKEN = "dev-upstash-token"
@@ -92,6 +96,9 @@ def as_user(
 ACCOUNT_SID = "AC" + "0" * 30 + "01"
 AUTH_TOKEN = "dev-twilio-auth-token"
 PUBLIC_URL = "https://webhook.example.test"
+JWT_SECRET = "dev-jwt-secret-at-least-32-characters-long"
+DASHBOARD_ORIGIN = "https://dashboard.example.test"
+CLEANUP_TOKEN = "dev-cleanup-token"
 TWILIO_MESSAGES_URL = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
 
 
@@ -100,6 +107,54 @@ def fake_openai() -> Iterator[FakeOpenAI]:
     server = FakeOpenAI(model="gpt-4o-mini-2024-07-18").start()
     yield server
     server.stop()
+
+
+class Jwks:
+    """A test RSA key pair whose public half is served as the project's JWKS."""
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from jwt.algorithms import RSAAlgorithm
+
+        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = json.loads(RSAAlgorithm.to_jwk(self.private_key.public_key()))
+        self.kid = "test-key-1"
+        keys = {"keys": [{**public, "kid": self.kid, "alg": "RS256", "use": "sig"}]}
+        self.fetches = 0
+
+        def serve(request: Request) -> Response:
+            self.fetches += 1
+            return Response(200, keys)
+
+        self.server = LocalServer(serve).start()
+        self.url = self.server.url
+
+
+@pytest.fixture(scope="session")
+def jwks() -> Iterator[Jwks]:
+    keys = Jwks()
+    yield keys
+    keys.server.stop()
+
+
+def mint_token(
+    user_id: Any,
+    *,
+    secret: str = JWT_SECRET,
+    expires_in: int = 3600,
+    audience: str = "authenticated",
+    rsa: Jwks | None = None,
+) -> str:
+    """A Supabase-style access token, signed like Supabase Auth signs them."""
+    now = int(time.time())
+    claims = {
+        "sub": str(user_id), "aud": audience, "role": "authenticated", "iat": now,
+        "exp": now + expires_in, "email": f"{user_id}@test.local", "aal": "aal1",
+        "session_id": str(uuid.uuid4()), "is_anonymous": False,
+    }  # fmt: skip
+    if rsa is not None:
+        return jwt.encode(claims, rsa.private_key, algorithm="RS256", headers={"kid": rsa.kid})
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 @pytest.fixture
@@ -145,6 +200,7 @@ def settings_env(
     app_database_url: str,
     upstash_bridge: UpstashBridge,
     fake_openai: FakeOpenAI,
+    jwks: Any,
 ) -> dict[str, str]:
     """The environment a deployed function would get, pointing at the local services."""
     env = {
@@ -161,6 +217,10 @@ def settings_env(
         "ROUTING_CACHE_SECONDS": "15",
         "OPENAI_MAX_RETRIES": "0",
         "SENTRY_DSN": "",
+        "SUPABASE_JWT_SECRET": JWT_SECRET,
+        "SUPABASE_JWKS_URL": jwks.url + "/auth/v1/.well-known/jwks.json",
+        "DASHBOARD_ORIGINS": DASHBOARD_ORIGIN,
+        "CLEANUP_TOKEN": CLEANUP_TOKEN,
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -369,10 +369,13 @@ def test_functions_role_can_only_execute(app_database_url: str, world: f.World) 
             "select route_advisor(%s)", (world.advisors["a"]["twilio_phone_number"],)
         ).fetchone()
         assert routed and routed[0]["id"] == str(world.advisors["a"]["id"])
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("select * from messages limit 1")
+        # It can switch to authenticated to evaluate a caller's RLS, but has no rows of its own.
+        assert conn.execute("select count(*) from messages").fetchone() == (0,)
+        assert conn.execute("select count(*) from conversations").fetchone() == (0,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("delete from conversations")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select * from unrouted_messages")
 
 
 HOT_QUERIES = {

@@ -163,7 +163,7 @@ create or replace function public.record_outbound(
   p_conversation_id uuid,
   p_messages jsonb,                      -- [{author, body, media, provider_sid, status, error_code, error_message}]
   p_ai_run jsonb default null,           -- {model, prompt_tokens, completion_tokens, latency_ms, outcome, error}
-  p_handoff jsonb default null,          -- {reason, hours} pauses the AI; {reason, needs_human} only flags
+  p_handoff jsonb default null,          -- {reason, hours[, needs_human]} pauses the AI; {reason, needs_human} only flags
   p_handled_up_to uuid default null      -- inbound message whose turn this answers (and all before it)
 ) returns jsonb
 language plpgsql security definer set search_path = '' as $$
@@ -229,7 +229,8 @@ begin
       then now() + make_interval(secs => (p_handoff ->> 'hours')::float8 * 3600)
       else c.human_override_until end,
     handoff_reason = coalesce(p_handoff ->> 'reason', c.handoff_reason),
-    needs_human = c.needs_human or coalesce(p_handoff is not null, false)
+    needs_human = case when p_handoff ? 'needs_human' then (p_handoff ->> 'needs_human')::boolean
+                       else c.needs_human or p_handoff is not null end
   where c.id = v_conv.id;
 
   return jsonb_build_object('message_ids', v_ids);

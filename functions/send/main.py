@@ -1,0 +1,97 @@
+"""Send function: dashboards post an advisor's message to a customer (POST /messages).
+
+Thin on purpose: CORS, verify the Supabase token, validate the body, hand to `shared`, answer
+JSON. Authorization is the database's RLS, evaluated as the caller. Entry point: `send`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import functions_framework
+from flask import Request, Response, jsonify
+from pydantic import ValidationError
+
+from shared.auth import AuthError, TokenVerifier, bearer_token
+from shared.config import MissingSettingError, get_settings
+from shared.db import DatabaseUnavailable
+from shared.observability import capture, configure_logging, get_logger, init_sentry, set_trace
+from shared.outbound import SendRequest, send_advisor_message
+from shared.services import get_services
+
+REQUIRED_SETTINGS = (
+    "database_url",
+    "twilio_account_sid",
+    "twilio_auth_token",
+    "webhook_public_url",
+)
+
+settings = get_settings()
+configure_logging(settings.google_cloud_project)
+settings.require(*REQUIRED_SETTINGS)
+if not (settings.supabase_jwt_secret or settings.jwks_url):
+    raise MissingSettingError(
+        "missing required setting(s): SUPABASE_JWT_SECRET or SUPABASE_URL/SUPABASE_JWKS_URL"
+    )
+init_sentry(settings.sentry_dsn, settings.sentry_environment)
+log = get_logger("send")
+verifier = TokenVerifier(
+    settings.supabase_jwt_secret, settings.jwks_url, settings.supabase_jwt_audience
+)
+
+
+def _json(status: int, body: dict[str, Any], origin: str | None) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    if origin:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return response
+
+
+@functions_framework.http
+def send(request: Request) -> Response:
+    set_trace(request.headers.get("X-Cloud-Trace-Context"))
+    origin = request.headers.get("Origin", "").rstrip("/")
+    allowed = origin if origin in settings.allowed_origins else None
+    if request.method == "OPTIONS":
+        if not allowed:
+            return _json(403, {"error": "origin_not_allowed", "detail": origin}, None)
+        response = Response(status=204)
+        response.headers.update({
+            "Access-Control-Allow-Origin": allowed,
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, Idempotency-Key",
+            "Access-Control-Max-Age": "3600",
+            "Vary": "Origin",
+        })  # fmt: skip
+        return response
+    if request.path.rstrip("/") != "/messages":
+        return _json(404, {"error": "not_found", "detail": "use POST /messages"}, allowed)
+    if request.method != "POST":
+        return _json(405, {"error": "method_not_allowed", "detail": "use POST"}, allowed)
+
+    token = bearer_token(request.headers.get("Authorization"))
+    if not token:
+        return _json(401, {"error": "unauthorized", "detail": "missing bearer token"}, allowed)
+    try:
+        claims = verifier.verify(token)
+    except AuthError as exc:
+        log.warning("rejected token", reason=str(exc))
+        return _json(401, {"error": "unauthorized", "detail": "invalid or expired token"}, allowed)
+
+    try:
+        payload = SendRequest.model_validate(request.get_json(silent=True) or {})
+    except ValidationError as exc:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        return _json(422, {"error": "invalid_body", "detail": detail}, allowed)
+
+    key = (request.headers.get("Idempotency-Key") or "").strip()[:255] or None
+    try:
+        answer = send_advisor_message(get_services(), claims, payload, key)
+    except DatabaseUnavailable as exc:
+        capture(exc)
+        return _json(503, {"error": "unavailable", "detail": "try again shortly"}, allowed)
+    return _json(answer.status, answer.body, allowed)

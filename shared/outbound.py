@@ -1,0 +1,153 @@
+"""Advisors writing to customers (the send function): authorize under RLS, check WhatsApp's
+rules, store the message before Twilio is called, send it, and remember the answer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+from shared.observability import get_logger
+from shared.services import Services
+from shared.texts import WHATSAPP_MAX_CHARS
+
+log = get_logger(__name__)
+SERVICE_WINDOW = timedelta(hours=24)
+
+
+class Template(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content_sid: str = Field(pattern=r"^HX[0-9a-fA-F]{32}$")
+    variables: dict[str, str] = Field(default_factory=dict)
+
+
+class SendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    conversation_id: UUID
+    body: str | None = Field(default=None, max_length=WHATSAPP_MAX_CHARS)
+    # WhatsApp carries one attachment per message.
+    media_url: list[HttpUrl] | None = Field(default=None, min_length=1, max_length=1)
+    template: Template | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SendRequest:
+        if self.body is not None and not self.body.strip():
+            raise ValueError("body must not be empty")
+        if self.template and (self.body or self.media_url):
+            raise ValueError("send either a template or a body/media_url, not both")
+        if not (self.template or self.body or self.media_url):
+            raise ValueError("nothing to send: give body, media_url or template")
+        for url in self.media_url or []:
+            if url.scheme != "https":
+                raise ValueError("media_url must be https (Twilio fetches it)")
+        return self
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+
+
+def error(status: int, code: str, detail: str, **extra: Any) -> Answer:
+    return Answer(status, {"error": code, "detail": detail, **extra})
+
+
+def send_advisor_message(
+    services: Services, claims: dict[str, Any], request: SendRequest, idempotency_key: str | None
+) -> Answer:
+    user_id = str(claims["sub"])
+    conversation = _visible_conversation(services, claims, request.conversation_id)
+    if conversation is None:
+        return error(404, "not_found", "conversation not found")
+    if conversation["opted_out_at"] is not None:
+        return error(409, "opted_out", "the customer opted out (STOP); they must write START first")
+    last_inbound = conversation["last_inbound_at"]
+    in_window = last_inbound is not None and datetime.now(UTC) - last_inbound < SERVICE_WINDOW
+    if not request.template and not in_window:
+        return error(
+            422,
+            "outside_24h_window",
+            "the customer last wrote over 24 hours ago: WhatsApp only allows an approved template",
+        )
+    advisor_id = str(conversation["advisor_id"])
+    if services.upstash and not services.upstash.allow(
+        "rl:send", services.settings.send_rate_limit_per_minute, advisor_id
+    ):
+        return error(429, "rate_limited", "too many messages from this advisor, try again shortly")
+
+    media: list[dict[str, Any]] = [{"url": str(u)} for u in request.media_url or []]
+    if request.template:
+        media = [{"type": "template", **request.template.model_dump()}]
+    queued = services.db.value(
+        "select public.queue_advisor_message(%s, %s, %s, %s, %s, %s)",
+        (user_id, request.conversation_id, request.body, Jsonb(media),
+         services.settings.handoff_hours, idempotency_key),
+    )  # fmt: skip
+    if queued["replay"]:
+        stored = queued["response"]
+        if stored is None:
+            return error(
+                409, "request_in_progress", "a request with this Idempotency-Key is running"
+            )
+        return Answer(int(stored["status"]), stored["body"])
+
+    message_id = str(queued["message_id"])
+    result = services.whatsapp.send(
+        conversation["twilio_phone_number"],
+        conversation["customer_phone"],
+        body=request.body,
+        media_urls=[str(u) for u in request.media_url or []] or None,
+        content_sid=request.template.content_sid if request.template else None,
+        content_variables=request.template.variables if request.template else None,
+    )
+    services.db.value(
+        "select public.update_outbound(%s, %s, %s, %s, %s)",
+        (message_id, result.sid, result.status, result.error_code, result.error_message),
+    )
+    if result.ok:
+        answer = Answer(202, {"message_id": message_id, "status": result.status})
+    else:
+        answer = error(
+            502, "twilio_error", result.error_message or "Twilio did not accept the message",
+            message_id=message_id, twilio_code=result.error_code,
+        )  # fmt: skip
+    if idempotency_key:
+        services.db.value(
+            "select public.finish_send_request(%s, %s, %s)",
+            (user_id, idempotency_key, Jsonb({"status": answer.status, "body": answer.body})),
+        )
+    log.info("advisor message", message_id=message_id, status=answer.status, advisor_id=advisor_id)
+    return answer
+
+
+def _visible_conversation(
+    services: Services, claims: dict[str, Any], conversation_id: UUID
+) -> dict[str, Any] | None:
+    """Look the conversation up as the caller, so the database's RLS policies decide."""
+    with services.db.transaction() as conn:
+        conn.execute(
+            "select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true)",
+            (json.dumps(claims),),
+        )
+        row = conn.execute(
+            "select c.advisor_id, c.customer_phone, c.opted_out_at, c.last_inbound_at,"
+            " a.twilio_phone_number from public.conversations c"
+            " join public.advisors a on a.id = c.advisor_id where c.id = %s",
+            (conversation_id,),
+        ).fetchone()
+    if row is None:
+        return None
+    keys = (
+        "advisor_id",
+        "customer_phone",
+        "opted_out_at",
+        "last_inbound_at",
+        "twilio_phone_number",
+    )
+    return dict(zip(keys, row, strict=True))
