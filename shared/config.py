@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     sentry_environment: str = "production"
     supabase_url: str | None = None
     supabase_service_role_key: str | None = None
+    storage_bucket: str = "whatsapp-media"
+    storage_timeout_seconds: float = Field(default=10.0, gt=0)
     supabase_jwt_secret: str | None = None
     # Asymmetric JWT signing keys; defaults to SUPABASE_URL + /auth/v1/.well-known/jwks.json.
     supabase_jwks_url: str | None = None
@@ -61,6 +63,14 @@ class Settings(BaseSettings):
     handoff_hours: float = Field(default=24.0, gt=0)
     history_limit: int = Field(default=20, ge=1, le=100)
     notify_advisor_on_handoff: bool = True
+    retention_days: int = Field(default=90, ge=1)
+    cleanup_batch_size: int = Field(default=5000, ge=1)
+    cleanup_budget_seconds: float = Field(default=240.0, gt=0)
+    recovery_min_age_seconds: int = Field(default=120, ge=1)
+    recovery_max_age_seconds: int = Field(default=3600, ge=60)
+    recovery_batch_size: int = Field(default=20, ge=1)
+    resend_max_attempts: int = Field(default=5, ge=1)
+    resend_backoff_seconds: int = Field(default=60, ge=1)
     send_rate_limit_per_minute: int = Field(default=60, ge=1)
     # Dashboard origins allowed to call the send function from a browser (comma-separated).
     dashboard_origins: str = ""

@@ -112,14 +112,42 @@ def handle_inbound(services: Services, msg: InboundMessage, deadline: Deadline) 
         log.info("burst: a newer message will answer", message_id=message_id)
         return Outcome("superseded", message_id, conversation_id)
 
+    return answer_turn(
+        services,
+        advisor,
+        msg.customer_phone,
+        conversation_id,
+        message_id,
+        state["history"],
+        deadline,
+    )
+
+
+def answer_turn(
+    services: Services,
+    advisor: Advisor,
+    customer_phone: str,
+    conversation_id: str,
+    message_id: str,
+    history: list[dict[str, Any]],
+    deadline: Deadline,
+) -> Outcome:
+    """Answer a conversation's turn (the webhook, or the recovery sweep), one instance at a time."""
+    upstash = services.upstash
     lock_key = f"lock:conversation:{conversation_id}"
-    token = upstash.acquire_lock(lock_key, settings.conversation_lock_seconds) if upstash else None
+    token = (
+        upstash.acquire_lock(lock_key, services.settings.conversation_lock_seconds)
+        if upstash
+        else None
+    )
     if token is False:
         # Another instance is answering this conversation; the sweep answers us if it missed us.
         log.info("conversation busy, leaving the turn to its holder", message_id=message_id)
         return Outcome("busy", message_id, conversation_id)
     try:
-        return _answer(services, advisor, msg, conversation_id, message_id, state, deadline)
+        return _answer(
+            services, advisor, customer_phone, conversation_id, message_id, history, deadline
+        )
     finally:
         if upstash and isinstance(token, str):
             upstash.release_lock(lock_key, token)
@@ -152,10 +180,10 @@ def _superseded(
 def _answer(
     services: Services,
     advisor: Advisor,
-    msg: InboundMessage,
+    customer_phone: str,
     conversation_id: str,
     message_id: str,
-    state: dict[str, Any],
+    history: list[dict[str, Any]],
     deadline: Deadline,
 ) -> Outcome:
     settings = services.settings
@@ -165,7 +193,7 @@ def _answer(
     try:
         reply = services.assistant.reply(
             system_prompt(advisor.settings, advisor.name),
-            state["history"],
+            history,
             timeout=max(1.0, deadline.remaining() - _AFTER_MODEL_RESERVE),
         )
     except AssistantError as exc:
@@ -202,7 +230,7 @@ def _answer(
     _send_and_record(
         services,
         advisor,
-        msg.customer_phone,
+        customer_phone,
         conversation_id,
         texts,
         author="ai",
@@ -211,7 +239,7 @@ def _answer(
         handoff=handoff,
     )
     if action == "handoff" and handoff:
-        _alert_advisor(services, advisor, msg.customer_phone, str(handoff["reason"]))
+        _alert_advisor(services, advisor, customer_phone, str(handoff["reason"]))
     log.info(
         "turn answered",
         action=action,

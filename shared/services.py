@@ -10,6 +10,7 @@ from shared.assistant import Assistant
 from shared.config import Settings, get_settings
 from shared.db import Database
 from shared.routing import Router
+from shared.storage import Storage
 from shared.upstash import Upstash
 from shared.whatsapp import WhatsApp
 
@@ -22,6 +23,7 @@ class Services:
     router: Router
     whatsapp: WhatsApp
     assistant: Assistant
+    storage: Storage | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -42,7 +44,16 @@ class Services:
             if settings.webhook_public_url
             else None
         )
+        storage = None
+        if settings.supabase_url and settings.supabase_service_role_key:
+            storage = Storage(
+                settings.supabase_url,
+                settings.supabase_service_role_key,
+                settings.storage_bucket,
+                settings.storage_timeout_seconds,
+            )
         return cls(
+            storage=storage,
             settings=settings,
             db=db,
             upstash=upstash,

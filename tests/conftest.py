@@ -99,6 +99,7 @@ PUBLIC_URL = "https://webhook.example.test"
 JWT_SECRET = "dev-jwt-secret-at-least-32-characters-long"
 DASHBOARD_ORIGIN = "https://dashboard.example.test"
 CLEANUP_TOKEN = "dev-cleanup-token"
+SUPABASE_URL = "https://project-ref.supabase.example.test"
 TWILIO_MESSAGES_URL = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
 
 
@@ -221,6 +222,10 @@ def settings_env(
         "SUPABASE_JWKS_URL": jwks.url + "/auth/v1/.well-known/jwks.json",
         "DASHBOARD_ORIGINS": DASHBOARD_ORIGIN,
         "CLEANUP_TOKEN": CLEANUP_TOKEN,
+        "SUPABASE_URL": SUPABASE_URL,
+        "SUPABASE_SERVICE_ROLE_KEY": jwt.encode(
+            {"role": "service_role", "iss": "supabase"}, JWT_SECRET
+        ),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

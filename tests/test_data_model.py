@@ -424,9 +424,9 @@ def test_hot_queries_use_indexes_at_100k_messages(
         )
         db.execute(
             "insert into messages (tenant_id, advisor_id, conversation_id, direction, author, body,"
-            " provider_sid, status, created_at)"
+            " provider_sid, status, created_at, handled_at)"
             " select %s, %s, c.id, 'inbound', 'customer', 'bulk', 'SMBULK' || c.id || g, 'received',"
-            "   now() - g * interval '1 second'"
+            "   now() - g * interval '1 second', now()"
             " from conversations c, generate_series(1, 55) g where c.advisor_id = %s",
             (tenant, adv["id"], adv["id"]),
         )

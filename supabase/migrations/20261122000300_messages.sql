@@ -30,8 +30,6 @@ create index messages_advisor_idx on public.messages (advisor_id, created_at des
 create index messages_tenant_created_idx on public.messages (tenant_id, created_at);
 create index messages_unhandled_idx on public.messages (created_at)
   where direction = 'inbound' and handled_at is null;
-create index messages_outbound_pending_idx on public.messages (updated_at)
-  where direction = 'outbound' and status in ('queued', 'sending', 'failed');
 alter table public.messages enable row level security;
 
 create trigger messages_touch before update on public.messages

@@ -1,0 +1,31 @@
+"""Supabase Storage facade (private bucket for WhatsApp media), through the `supabase` client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from supabase.lib.client_options import SyncClientOptions
+
+from supabase import create_client
+
+
+class Storage:
+    def __init__(self, url: str, service_role_key: str, bucket: str, timeout: float) -> None:
+        options = SyncClientOptions(storage_client_timeout=max(1, round(timeout)))
+        self.client = create_client(url, service_role_key, options=options)
+        self.bucket = bucket
+
+    def _files(self) -> Any:
+        return self.client.storage.from_(self.bucket)
+
+    def upload(self, path: str, data: bytes, content_type: str) -> None:
+        self._files().upload(path, data, {"content-type": content_type, "upsert": "true"})
+
+    def remove(self, paths: list[str]) -> int:
+        """Delete objects; return how many Storage reports deleted."""
+        if not paths:
+            return 0
+        return len(self._files().remove(paths))
+
+    def signed_url(self, path: str, expires_in: int) -> str:
+        return str(self._files().create_signed_url(path, expires_in)["signedURL"])
