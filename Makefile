@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint dev clean
+.PHONY: install test lint dev demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: lint
 
 dev: $(STAMP)
 	$(BIN)/python -m devstack
+
+demo: $(STAMP)
+	$(BIN)/python -m devstack.demo
 
 clean:
 	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache

@@ -40,8 +40,13 @@ def _plain(text: str) -> str:
 
 def offline_step(messages: list[dict[str, Any]]) -> Step:
     """What the offline responder says to the last customer message."""
-    last: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
-    text = _plain(str(last.get("content") or ""))
+    # The customer's latest turn: every message since the assistant last spoke (a burst).
+    turn: list[str] = []
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            break
+        turn.insert(0, str(message.get("content") or ""))
+    text = _plain(" ".join(turn))
     if any(word in text for word in _HUMAN_WORDS):
         return Step("handoff", "the customer asked for a person")
     for keyword, answer in _KEYWORD_ANSWERS.items():

@@ -61,6 +61,14 @@ def fresh_database(admin_url: str, prefix: str = "wa") -> Iterator[str]:
             )
 
 
+def ensure_database(admin_url: str, name: str) -> str:
+    """Create the database if it does not exist; return its URL (kept between runs)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if not conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    return with_params(admin_url, dbname=name)
+
+
 def ensure_login_role(admin_url: str, role: str, member_of: str, password: str) -> None:
     """Create (or refresh) a login role that inherits `member_of`'s privileges."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
