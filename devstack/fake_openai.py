@@ -62,6 +62,10 @@ class FakeOpenAI:
         self.model = model
         self.requests: list[dict[str, Any]] = []
         self._script: deque[Step] = deque()
+        self._audio_script: deque[Step] = deque()
+        self.transcriptions: list[bytes] = []
+        self.speeches: list[dict[str, Any]] = []
+        self.speech_delay = 0.0
         self._lock = threading.Lock()
         self.server = LocalServer(self._serve, host, port)
 
@@ -86,9 +90,17 @@ class FakeOpenAI:
     def fail(self, status: int = 500, delay: float = 0.0) -> None:
         self._script.append(Step("error", status, delay))
 
+    def transcribe_as(self, text: str, delay: float = 0.0) -> None:
+        self._audio_script.append(Step("text", text, delay))
+
     # -- protocol -----------------------------------------------------------------------------
     def _serve(self, request: Request) -> Response:
-        if request.path.rstrip("/") != "/v1/chat/completions" or request.method != "POST":
+        path = request.path.rstrip("/")
+        if path == "/v1/audio/transcriptions" and request.method == "POST":
+            return self._transcription(request)
+        if path == "/v1/audio/speech" and request.method == "POST":
+            return self._speech(request)
+        if path != "/v1/chat/completions" or request.method != "POST":
             return Response(
                 404, {"error": {"message": "Not found", "type": "invalid_request_error"}}
             )
@@ -124,6 +136,33 @@ class FakeOpenAI:
                 },
             )
         return Response(200, self._completion(body, step))
+
+    def _transcription(self, request: Request) -> Response:
+        """Whisper-style: multipart upload in, {"text": ...} out."""
+        if b'name="file"' not in request.body:
+            return Response(
+                400, {"error": {"message": "file is required", "type": "invalid_request_error"}}
+            )
+        with self._lock:
+            self.transcriptions.append(request.body)
+            step = (
+                self._audio_script.popleft()
+                if self._audio_script
+                else Step("text", "(nota de voz)")
+            )
+        if step.delay:
+            time.sleep(step.delay)
+        return Response(200, {"text": step.value})
+
+    def _speech(self, request: Request) -> Response:
+        """Text to speech: answers Ogg/Opus bytes (a minimal Ogg page header stands in)."""
+        body = request.json()
+        with self._lock:
+            self.speeches.append(body)
+        if self.speech_delay:
+            time.sleep(self.speech_delay)
+        audio = b"OggS\x00\x02" + b"\x00" * 20 + str(body.get("input", "")).encode()
+        return Response(200, audio, content_type="audio/ogg")
 
     def _completion(self, body: dict[str, Any], step: Step) -> dict[str, Any]:
         content: str | None
@@ -173,6 +212,6 @@ class FakeOpenAI:
             "system_fingerprint": "fp_local",
         }
 
-    def user_turns(self, index: int = -1) -> list[str]:
+    def user_turns(self, index: int = -1) -> list[Any]:
         """The customer messages the model saw in one request."""
         return [m["content"] for m in self.requests[index]["messages"] if m["role"] == "user"]

@@ -49,37 +49,113 @@ class Reply:
     latency_ms: int
 
 
-def history_to_messages(history: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Stored messages -> chat turns: the customer is the user, the AI and advisor the assistant."""
-    turns: list[dict[str, str]] = []
+def describe_media(item: dict[str, Any]) -> str:
+    """One line telling the model what the customer attached."""
+    if item.get("type") == "location":
+        return f"[the customer shared a location: {item.get('latitude')}, {item.get('longitude')}]"
+    kind = str(item.get("content_type") or "")
+    if kind.startswith("audio/"):
+        return "[the customer sent a voice note that could not be transcribed]"
+    if kind.startswith("image/"):
+        return "[the customer sent an image]"
+    if kind.startswith("video/"):
+        return "[the customer sent a video]"
+    return f"[the customer sent a document ({kind or 'unknown type'})]"
+
+
+def history_to_messages(
+    history: list[dict[str, Any]], images: dict[str, list[str]] | None = None
+) -> list[dict[str, Any]]:
+    """Stored messages -> chat turns: the customer is the user, the AI and advisor the assistant.
+
+    A voice note counts as the customer's words (its transcript); other media become one line
+    each; `images` (message id -> URLs) are passed as image input for the current turn.
+    """
+    turns: list[dict[str, Any]] = []
     for message in history:
         if message.get("author") == "system":
             continue
-        text = message.get("transcript") or message.get("body") or ""
-        if not text and message.get("media"):
-            text = "[the customer sent an attachment]"
-        if not text:
+        inbound = message.get("direction") == "inbound"
+        parts = [message.get("transcript") or message.get("body") or ""]
+        for item in message.get("media") or []:
+            kind = str(item.get("content_type") or "")
+            if inbound and not (kind.startswith("audio/") and message.get("transcript")):
+                parts.append(describe_media(item))
+        text = "\n".join(p for p in parts if p)
+        urls = (images or {}).get(str(message.get("id")), []) if inbound else []
+        if not text and not urls:
             continue
-        role = "user" if message.get("direction") == "inbound" else "assistant"
-        turns.append({"role": role, "content": text})
+        content: Any = text
+        if urls:
+            content = [{"type": "text", "text": text or "[image]"}] + [
+                {"type": "image_url", "image_url": {"url": url}} for url in urls
+            ]
+        turns.append({"role": "user" if inbound else "assistant", "content": content})
     return turns
 
 
 class Assistant:
     def __init__(
-        self, api_key: str, base_url: str | None, model: str, max_retries: int, timeout: float
+        self,
+        api_key: str,
+        base_url: str | None,
+        model: str,
+        max_retries: int,
+        timeout: float,
+        transcription_model: str = "whisper-1",
+        tts_model: str = "gpt-4o-mini-tts",
+        tts_voice: str = "alloy",
     ) -> None:
         self.client = OpenAI(
             api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout
         )
         self.model = model
         self.timeout = timeout
+        self.transcription_model = transcription_model
+        self.tts_model = tts_model
+        self.tts_voice = tts_voice
+
+    def transcribe(self, audio: bytes, content_type: str, timeout: float) -> str:
+        """Speech to text (a voice note's words)."""
+        extension = content_type.split("/")[-1].split(";")[0] or "ogg"
+        try:
+            # No retries: a voice note answered as text beats a late answer.
+            result = self.client.with_options(max_retries=0).audio.transcriptions.create(
+                model=self.transcription_model,
+                file=(f"voice.{extension}", audio, content_type),
+                timeout=timeout,
+            )
+        except openai.APITimeoutError as exc:
+            raise AssistantTimeout("transcription timed out") from exc
+        except openai.OpenAIError as exc:
+            raise AssistantError(f"transcription failed: {type(exc).__name__}") from exc
+        return str(result.text).strip()
+
+    def speak(self, text: str, timeout: float) -> bytes:
+        """Text to speech, as Ogg/Opus (what WhatsApp plays as a voice note)."""
+        try:
+            response = self.client.with_options(max_retries=0).audio.speech.create(
+                model=self.tts_model,
+                voice=self.tts_voice,
+                input=text,
+                response_format="opus",
+                timeout=timeout,
+            )
+        except openai.APITimeoutError as exc:
+            raise AssistantTimeout("speech timed out") from exc
+        except openai.OpenAIError as exc:
+            raise AssistantError(f"speech failed: {type(exc).__name__}") from exc
+        return bytes(response.content)
 
     def reply(
-        self, system_prompt: str, history: list[dict[str, Any]], timeout: float | None = None
+        self,
+        system_prompt: str,
+        history: list[dict[str, Any]],
+        timeout: float | None = None,
+        images: dict[str, list[str]] | None = None,
     ) -> Reply:
         messages: list[Any] = [{"role": "system", "content": system_prompt}]
-        messages += history_to_messages(history)
+        messages += history_to_messages(history, images)
         started = time.monotonic()
         try:
             completion = self.client.chat.completions.create(

@@ -9,13 +9,17 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from psycopg.types.json import Jsonb
+
 from shared.inbound import answer_turn
+from shared.media import store_inbound_media
 from shared.observability import capture, get_logger
 from shared.services import Deadline, Services
 from shared.whatsapp import RETRYABLE_CODES
 
 log = get_logger(__name__)
 Part = Callable[[Services, Deadline], dict[str, int]]
+MEDIA_MAX_ATTEMPTS = 3
 
 
 def run_cleanup(services: Services, *, dry_run: bool = False) -> tuple[dict[str, Any], bool]:
@@ -57,8 +61,17 @@ def _preview(services: Services, deadline: Deadline) -> dict[str, int]:
 
 
 def _recovery(services: Services, deadline: Deadline) -> dict[str, int]:
+    """Nothing lost: unanswered turns, failed media downloads, unsent messages."""
+    return {
+        **_answer_unanswered(services, deadline),
+        **_retry_media(services, deadline),
+        **_resend(services, deadline),
+    }
+
+
+def _answer_unanswered(services: Services, deadline: Deadline) -> dict[str, int]:
     s = services.settings
-    counts = {"turns_answered": 0, "turns_skipped": 0, "resent": 0, "resend_failed": 0}
+    counts = {"turns_answered": 0, "turns_skipped": 0}
     while deadline.remaining() > s.request_budget_seconds:
         turns: list[dict[str, Any]] = services.db.value(
             "select public.claim_unanswered_turns(%s, %s, %s, %s, %s)",
@@ -80,9 +93,41 @@ def _recovery(services: Services, deadline: Deadline) -> dict[str, int]:
             outcome = answer_turn(
                 services, advisor, turn["customer_phone"], str(turn["conversation_id"]),
                 str(turn["message_id"]), turn["history"], Deadline(s.request_budget_seconds),
+                audio_available=bool(turn["audio_available"]),
             )  # fmt: skip
             counts["turns_answered" if outcome.action != "busy" else "turns_skipped"] += 1
 
+    return counts
+
+
+def _retry_media(services: Services, deadline: Deadline) -> dict[str, int]:
+    s = services.settings
+    counts = {"media_retried": 0, "media_failed": 0}
+    while deadline.remaining() > s.media_timeout_seconds * 2:
+        pending: list[dict[str, Any]] = services.db.value(
+            "select public.claim_media_retries(%s, %s, %s)",
+            (s.recovery_batch_size, timedelta(days=1), MEDIA_MAX_ATTEMPTS),
+        )
+        if not pending:
+            break
+        for row in pending:
+            media = store_inbound_media(
+                services, str(row["tenant_id"]), str(row["advisor_id"]),
+                str(row["conversation_id"]), str(row["message_id"]), row["media"],
+                Deadline(s.media_timeout_seconds * 3),
+            )  # fmt: skip
+            services.db.value(
+                "select public.update_inbound_media(%s, %s, %s)",
+                (row["message_id"], Jsonb(media.media), media.transcript),
+            )
+            failed = any(item.get("status") == "failed" for item in media.media)
+            counts["media_failed" if failed else "media_retried"] += 1
+    return counts
+
+
+def _resend(services: Services, deadline: Deadline) -> dict[str, int]:
+    s = services.settings
+    counts = {"resent": 0, "resend_failed": 0}
     while deadline.remaining() > s.twilio_timeout_seconds * 2:
         resends: list[dict[str, Any]] = services.db.value(
             "select public.claim_resends(%s, %s, %s, %s, %s)",
@@ -92,9 +137,9 @@ def _recovery(services: Services, deadline: Deadline) -> dict[str, int]:
         if not resends:
             break
         for row in resends:
-            media = row["media"] or []
-            template = next((m for m in media if m.get("type") == "template"), None)
-            urls = [m["url"] for m in media if m.get("url")]
+            items = row["media"] or []
+            template = next((m for m in items if m.get("type") == "template"), None)
+            urls = [m["url"] for m in items if m.get("url")]
             result = services.whatsapp.send(
                 row["twilio_phone_number"], row["customer_phone"], body=row["body"],
                 media_urls=urls or None,

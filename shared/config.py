@@ -44,6 +44,18 @@ class Settings(BaseSettings):
     supabase_url: str | None = None
     supabase_service_role_key: str | None = None
     storage_bucket: str = "whatsapp-media"
+    # Media: WhatsApp allows 16 MB; larger files are refused without failing the message.
+    media_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    media_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Signed URLs handed to Twilio (voice replies) and to the model (images).
+    signed_url_seconds: int = Field(default=3600, ge=60)
+    transcription_model: str = "whisper-1"
+    transcription_timeout_seconds: float = Field(default=6.0, gt=0)
+    tts_model: str = "gpt-4o-mini-tts"
+    tts_voice: str = "alloy"
+    tts_timeout_seconds: float = Field(default=6.0, gt=0)
+    # Pass customers' images to the model as image input (the model must support it).
+    model_supports_images: bool = True
     storage_timeout_seconds: float = Field(default=10.0, gt=0)
     supabase_jwt_secret: str | None = None
     # Asymmetric JWT signing keys; defaults to SUPABASE_URL + /auth/v1/.well-known/jwks.json.

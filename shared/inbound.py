@@ -12,6 +12,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from shared.assistant import AssistantError, AssistantTimeout, Reply
+from shared.media import last_inbound_is_voice, store_inbound_media, voice_reply
 from shared.observability import capture, get_logger
 from shared.routing import Advisor
 from shared.services import Deadline, Services
@@ -86,6 +87,23 @@ def handle_inbound(services: Services, msg: InboundMessage, deadline: Deadline) 
         return Outcome("duplicate", message_id, conversation_id)
     log.info("inbound stored", sid=sid, message_id=message_id, conversation_id=conversation_id)
 
+    history: list[dict[str, Any]] = state["history"]
+    images: dict[str, list[str]] = {}
+    if msg.media:
+        media = store_inbound_media(
+            services, advisor.tenant_id, advisor.id, conversation_id, message_id,
+            msg.media_json(), deadline,
+        )  # fmt: skip
+        services.db.value(
+            "select public.update_inbound_media(%s, %s, %s)",
+            (message_id, _json(media.media), media.transcript),
+        )
+        for item in history:
+            if str(item.get("id")) == message_id:
+                item.update(media=media.media, transcript=media.transcript)
+        if media.image_urls:
+            images[message_id] = media.image_urls
+
     if state["opt_changed"]:
         kind = "opted_out" if opt == "out" else "opted_in"
         _send_and_record(
@@ -113,14 +131,9 @@ def handle_inbound(services: Services, msg: InboundMessage, deadline: Deadline) 
         return Outcome("superseded", message_id, conversation_id)
 
     return answer_turn(
-        services,
-        advisor,
-        msg.customer_phone,
-        conversation_id,
-        message_id,
-        state["history"],
-        deadline,
-    )
+        services, advisor, msg.customer_phone, conversation_id, message_id, history, deadline,
+        audio_available=bool(state["audio_available"]), images=images,
+    )  # fmt: skip
 
 
 def answer_turn(
@@ -131,6 +144,8 @@ def answer_turn(
     message_id: str,
     history: list[dict[str, Any]],
     deadline: Deadline,
+    audio_available: bool = False,
+    images: dict[str, list[str]] | None = None,
 ) -> Outcome:
     """Answer a conversation's turn (the webhook, or the recovery sweep), one instance at a time."""
     upstash = services.upstash
@@ -145,9 +160,11 @@ def answer_turn(
         log.info("conversation busy, leaving the turn to its holder", message_id=message_id)
         return Outcome("busy", message_id, conversation_id)
     try:
+        wants_voice = audio_available and last_inbound_is_voice(history)
         return _answer(
-            services, advisor, customer_phone, conversation_id, message_id, history, deadline
-        )
+            services, advisor, customer_phone, conversation_id, message_id, history, deadline,
+            wants_voice, images,
+        )  # fmt: skip
     finally:
         if upstash and isinstance(token, str):
             upstash.release_lock(lock_key, token)
@@ -185,16 +202,20 @@ def _answer(
     message_id: str,
     history: list[dict[str, Any]],
     deadline: Deadline,
+    wants_voice: bool = False,
+    images: dict[str, list[str]] | None = None,
 ) -> Outcome:
     settings = services.settings
     handoff: dict[str, Any] | None = None
     ai_run: dict[str, Any]
     reply: Reply | None = None
+    voice: dict[str, Any] | None = None
     try:
         reply = services.assistant.reply(
             system_prompt(advisor.settings, advisor.name),
             history,
             timeout=max(1.0, deadline.remaining() - _AFTER_MODEL_RESERVE),
+            images=images,
         )
     except AssistantError as exc:
         timed_out = isinstance(exc, AssistantTimeout)
@@ -226,6 +247,8 @@ def _answer(
         else:
             texts = split_message(reply.text or "")
             action = "replied"
+            if wants_voice and reply.text:
+                voice = voice_reply(services, advisor, conversation_id, reply.text, deadline)
 
     _send_and_record(
         services,
@@ -237,6 +260,7 @@ def _answer(
         handled_up_to=message_id,
         ai_run=ai_run,
         handoff=handoff,
+        voice=voice,
     )
     if action == "handoff" and handoff:
         _alert_advisor(services, advisor, customer_phone, str(handoff["reason"]))
@@ -260,25 +284,33 @@ def _send_and_record(
     handled_up_to: str | None,
     ai_run: dict[str, Any] | None = None,
     handoff: dict[str, Any] | None = None,
+    voice: dict[str, Any] | None = None,
 ) -> list[SendResult]:
-    """Send each text in order, then record all of them (and the run) in one round trip."""
+    """Send each text (then the voice note) in order, and record them all in one round trip."""
+    parts: list[tuple[str | None, list[dict[str, Any]]]] = [(text, []) for text in texts]
+    if voice:
+        parts.append((None, [voice]))
     results: list[SendResult] = []
-    for text in texts:
+    for text, media in parts:
         # After a failure, later parts are not sent out of order: they are queued for the sweep.
         if results and not results[-1].ok:
             results.append(SendResult(None, "queued"))
             continue
-        results.append(services.whatsapp.send(advisor.twilio_phone_number, customer_phone, text))
+        urls = [item["url"] for item in media] or None
+        results.append(
+            services.whatsapp.send(advisor.twilio_phone_number, customer_phone, text, urls)
+        )
     rows = [
         {
             "author": author,
             "body": text,
+            "media": media,
             "provider_sid": r.sid,
             "status": r.status,
             "error_code": r.error_code,
             "error_message": r.error_message,
         }
-        for text, r in zip(texts, results, strict=True)
+        for (text, media), r in zip(parts, results, strict=True)
     ]
     services.db.value(
         "select public.record_outbound(%s, %s, %s, %s, %s)",

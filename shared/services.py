@@ -71,6 +71,9 @@ class Services:
                 settings.openai_model,
                 settings.openai_max_retries,
                 settings.openai_timeout_seconds,
+                settings.transcription_model,
+                settings.tts_model,
+                settings.tts_voice,
             ),
         )
 

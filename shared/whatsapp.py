@@ -46,6 +46,12 @@ def bare_number(address: str) -> str:
     return address.removeprefix("whatsapp:").strip()
 
 
+class MediaTooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"media larger than allowed ({size} bytes or more)")
+        self.size = size
+
+
 @dataclass(frozen=True)
 class SendResult:
     sid: str | None
@@ -78,6 +84,27 @@ class WhatsApp:
             self.client.api.base_url = api_base_url.rstrip("/")
         self.status_callback_url = status_callback_url
         self.sent = 0
+        self._auth = (account_sid, auth_token)
+        self._session = requests.Session()
+
+    def download_media(self, url: str, max_bytes: int, timeout: float) -> tuple[bytes, str]:
+        """Fetch an inbound MediaUrl with the account's credentials (Twilio redirects to its CDN;
+        requests drops the credentials on the other host). Raises MediaTooLarge past max_bytes."""
+        with self._session.get(
+            url, auth=self._auth, timeout=timeout, stream=True, allow_redirects=True
+        ) as response:
+            response.raise_for_status()
+            declared = int(response.headers.get("Content-Length") or 0)
+            if declared > max_bytes:
+                raise MediaTooLarge(declared)
+            chunks, size = [], 0
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise MediaTooLarge(size)
+                chunks.append(chunk)
+            content_type = response.headers.get("Content-Type", "application/octet-stream")
+            return b"".join(chunks), content_type.split(";")[0].strip()
 
     def send(
         self,

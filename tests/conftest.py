@@ -160,8 +160,10 @@ def mint_token(
 
 @pytest.fixture
 def openai_stub(fake_openai: FakeOpenAI) -> FakeOpenAI:
-    fake_openai.requests.clear()
+    for recorded in (fake_openai.requests, fake_openai.transcriptions, fake_openai.speeches):
+        recorded.clear()
     fake_openai._script.clear()
+    fake_openai._audio_script.clear()
     return fake_openai
 
 
@@ -169,6 +171,7 @@ class TwilioApi:
     """Twilio's REST API at the HTTP level (responses): records sends, can fail them."""
 
     def __init__(self, mock: responses.RequestsMock) -> None:
+        self.mock = mock
         self.sent: list[dict[str, list[str]]] = []
         self.failures: list[tuple[int, int]] = []
         self._lock = threading.Lock()

@@ -46,6 +46,7 @@ begin
     'message_id', t.message_id,
     'customer_phone', c.customer_phone,
     'twilio_phone_number', a.twilio_phone_number,
+    'audio_available', c.audio_available,
     'ai_allowed', a.is_active and c.ai_attention and c.ai_disabled_at is null
       and (c.human_override_until is null or c.human_override_until <= now())
       and c.opted_out_at is null,
