@@ -9,7 +9,7 @@ from upstash_redis import Redis
 from upstash_redis.errors import UpstashError
 
 from devstack.upstash_bridge import UpstashBridge
-from tests.conftest import UPSTASH_TOKEN
+from tests.conftest import UPSTASH_TOKEN, fresh_rate_window
 
 
 @pytest.fixture
@@ -70,6 +70,7 @@ def test_command_error_is_400_with_message(upstash_bridge: UpstashBridge, client
 
 
 def test_sliding_window_allows_exactly_n(client: Redis) -> None:
+    fresh_rate_window()
     limiter = Ratelimit(
         redis=client, limiter=SlidingWindow(max_requests=5, window=60), prefix=key()
     )

@@ -22,6 +22,7 @@ from tests.conftest import (
     SEND_SOURCE,
     Jwks,
     TwilioApi,
+    fresh_rate_window,
     mint_token,
 )
 
@@ -189,6 +190,7 @@ def test_opted_out_customer_is_409(
 
 
 def test_advisor_rate_limit_is_429(make_services: Any, team: dict[str, Any]) -> None:
+    fresh_rate_window()
     make_services(SEND_RATE_LIMIT_PER_MINUTE="2")
     send = SendClient()
     token = mint_token(team["users"]["a"])

@@ -13,7 +13,14 @@ import pytest
 
 from devstack.fake_openai import FakeOpenAI
 from tests import factories as f
-from tests.conftest import PUBLIC_URL, TwilioApi, WebhookClient, inbound_form, sign
+from tests.conftest import (
+    PUBLIC_URL,
+    TwilioApi,
+    WebhookClient,
+    fresh_rate_window,
+    inbound_form,
+    sign,
+)
 
 pytestmark = pytest.mark.usefixtures("twilio_api")
 
@@ -347,6 +354,7 @@ def test_long_reply_is_split_in_order(
 def test_customer_rate_limit_stores_but_withholds_the_ai(
     advisor: dict[str, Any], db: psycopg.Connection[Any], make_services: Any, twilio_api: TwilioApi
 ) -> None:
+    fresh_rate_window()
     make_services(RATE_LIMIT_CUSTOMER_PER_MINUTE="2")
     webhook = WebhookClient()
     customer = f.phone("+57334")
