@@ -57,6 +57,7 @@ class UpstashBridge:
     ) -> None:
         self.pool = pool
         self.token = token
+        self.requests = 0  # HTTP round trips served (benchmarks count them)
         self.server = LocalServer(self._serve, host, port)
 
     @property
@@ -71,6 +72,7 @@ class UpstashBridge:
         self.server.stop()
 
     def _serve(self, request: Request) -> Response:
+        self.requests += 1
         if request.headers.get("authorization") != f"Bearer {self.token}":
             return Response(401, {"error": "Unauthorized"})
         try:

@@ -36,12 +36,10 @@ class Outcome:
 def handle_inbound(services: Services, msg: InboundMessage, deadline: Deadline) -> Outcome:
     settings, upstash = services.settings, services.upstash
     sid = msg.message_sid
-    if upstash and upstash.claim(f"dedup:{sid}", settings.dedup_ttl_seconds) is False:
-        log.info("duplicate delivery", sid=sid)
-        return Outcome("duplicate")
-
     advisor = services.router.advisor_for(msg.advisor_number)
     if advisor is None:
+        if upstash and upstash.claim(f"dedup:{sid}", settings.dedup_ttl_seconds) is False:
+            return Outcome("duplicate")
         services.db.value(
             "select public.store_unrouted(%s, %s, %s, %s)",
             (sid, msg.advisor_number, msg.customer_phone, msg.model_dump_json(by_alias=True)),
@@ -49,12 +47,21 @@ def handle_inbound(services: Services, msg: InboundMessage, deadline: Deadline) 
         log.warning("inbound for a number with no active advisor", to=msg.advisor_number, sid=sid)
         return Outcome("unrouted")
 
+    # One Redis round trip: the sid's dedup claim and both rate limits.
     permitted = True
     if upstash:
-        customer_ok = upstash.allow(
-            "rl:customer", settings.rate_limit_customer_per_minute, msg.customer_phone
+        admission = upstash.admit(
+            f"dedup:{sid}",
+            settings.dedup_ttl_seconds,
+            [
+                ("rl:customer", settings.rate_limit_customer_per_minute, msg.customer_phone),
+                ("rl:advisor", settings.rate_limit_advisor_per_minute, advisor.id),
+            ],
         )
-        advisor_ok = upstash.allow("rl:advisor", settings.rate_limit_advisor_per_minute, advisor.id)
+        if admission.new is False:
+            log.info("duplicate delivery", sid=sid)
+            return Outcome("duplicate")
+        customer_ok, advisor_ok = admission.allowed
         permitted = customer_ok and advisor_ok
         if not permitted:
             log.warning(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -37,6 +38,14 @@ return 0
 """
 
 
+@dataclass(frozen=True)
+class Admission:
+    """First contact with a message: was its sid new (None: Redis down), and is each limit ok."""
+
+    new: bool | None
+    allowed: tuple[bool, ...]
+
+
 class Upstash:
     def __init__(self, url: str, token: str, timeout: float) -> None:
         self.client = Redis(
@@ -62,6 +71,34 @@ class Upstash:
         return self._safe(
             "claim", lambda: bool(self.client.set(key, "1", nx=True, ex=ttl_seconds)), None
         )
+
+    def admit(
+        self, dedup_key: str, ttl_seconds: int, limits: list[tuple[str, int, str]]
+    ) -> Admission:
+        """Dedup claim and rate limits (prefix, per_minute, identifier) in one round trip.
+
+        upstash-ratelimit computes a limit with a single command (its `_limit` generator
+        yields the command, then turns the result into a Response); batching those commands
+        with the claim in one pipeline keeps the limiter's own algorithm and saves round trips.
+        """
+        generators: list[Any] = [
+            self._limiter(prefix, n)._limiter._limit(f"{prefix}:{identifier}")  # type: ignore[attr-defined]
+            for prefix, n, identifier in limits
+        ]
+
+        def run() -> Admission:
+            pipeline = self.client.pipeline()
+            pipeline.set(dedup_key, "1", nx=True, ex=ttl_seconds)
+            for generator in generators:
+                command, args = next(generator)
+                getattr(pipeline, command)(*args)
+            results = pipeline.exec()
+            allowed = tuple(
+                bool(g.send(r).allowed) for g, r in zip(generators, results[1:], strict=True)
+            )
+            return Admission(new=results[0] == "OK" or results[0] is True, allowed=allowed)
+
+        return self._safe("admit", run, Admission(None, tuple(True for _ in limits)))
 
     def get(self, key: str) -> str | None:
         return self._safe("get", lambda: self.client.get(key), None)

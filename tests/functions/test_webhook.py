@@ -169,6 +169,18 @@ def test_hot_path_is_one_round_trip_before_and_one_after_the_model(
     assert len(twilio_api.sent) == 2
 
 
+def test_hot_path_is_three_redis_round_trips(
+    webhook: WebhookClient, advisor: dict[str, Any], upstash_bridge: Any, twilio_api: TwilioApi
+) -> None:
+    number = advisor["twilio_phone_number"]
+    webhook.inbound(f.phone("+57323"), number, "primero")  # warms the routing cache
+    before = upstash_bridge.requests
+    webhook.inbound(f.phone("+57323"), number, "segundo")
+    # admission (dedup + two limits, pipelined), lock, unlock
+    assert upstash_bridge.requests - before == 3
+    assert len(twilio_api.sent) == 2
+
+
 def test_same_sid_five_times_concurrently_one_message_one_reply(
     webhook: WebhookClient,
     advisor: dict[str, Any],
