@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint dev demo clean
+.PHONY: install test lint dev demo bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ dev: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m devstack.demo
+
+bench: $(STAMP)
+	$(BIN)/python -m devstack.bench --output BENCHMARKS.md
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m devstack.bench --quick --output BENCHMARKS-quick.md
 
 clean:
 	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache

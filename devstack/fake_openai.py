@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from devstack.http import LocalServer, Request, Response
+from devstack.local_server import LocalServer, Request, Response
 
 OFFLINE_MODEL = "offline-responder"
 _HUMAN_WORDS = ("humano", "persona", "asesor", "human", "agent", "alguien real")

@@ -33,12 +33,13 @@ def serve(
     name: str,
     port: int,
     env: dict[str, str],
-    source_dir: Path | None = None,
+    source: Path | None = None,
     python: str | None = None,
     log_path: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `functions-framework --target=<name>` on 127.0.0.1:port (gunicorn, as deployed)."""
-    source = (source_dir or ROOT / "functions" / name) / "main.py"
+    """Start `functions-framework --target=<name>` on 127.0.0.1:port (gunicorn, as deployed);
+    the source file defaults to functions/<name>/main.py."""
+    source = source or ROOT / "functions" / name / "main.py"
     interpreter = python or sys.executable
     command = [
         interpreter, "-m", "functions_framework",

@@ -58,8 +58,11 @@ class Stack:
     # Extra settings for the functions (e.g. BURST_WAIT_SECONDS=0 for benchmarks).
     overrides: dict[str, str] = field(default_factory=dict)
     fresh_database: bool = False
+    # Benchmarks measure our own work: no delivery callbacks flowing back into the webhook.
+    twilio_callbacks: bool = True
     env: dict[str, str] = field(default_factory=dict)
     twilio: TwilioEmulator | None = None
+    bridge: UpstashBridge | None = None
     model: FakeOpenAI | None = None
     offline_model: bool = False
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -90,12 +93,17 @@ class Stack:
         )
 
         pool = self._exit.enter_context(redis_server.server(self._data_dir("redis")))
-        bridge = UpstashBridge(pool, DEV_UPSTASH_TOKEN, port=self.ports.upstash).start()
+        self.bridge = bridge = UpstashBridge(
+            pool, DEV_UPSTASH_TOKEN, port=self.ports.upstash
+        ).start()
         self._exit.callback(bridge.stop)
 
         webhook_url = f"http://127.0.0.1:{self.ports.webhook}"
         self.twilio = TwilioEmulator(
-            DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, port=self.ports.twilio
+            DEV_ACCOUNT_SID,
+            DEV_AUTH_TOKEN,
+            port=self.ports.twilio,
+            callback_statuses=("sent", "delivered", "read") if self.twilio_callbacks else (),
         ).start()
         self._exit.callback(self.twilio.stop)
 

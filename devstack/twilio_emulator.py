@@ -18,7 +18,7 @@ from typing import Any
 import requests
 from twilio.request_validator import RequestValidator
 
-from devstack.http import LocalServer, Request, Response
+from devstack.local_server import LocalServer, Request, Response
 
 API_VERSION = "2010-04-01"
 

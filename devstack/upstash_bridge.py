@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from redis.exceptions import ResponseError
 
-from devstack.http import LocalServer, Request, Response
+from devstack.local_server import LocalServer, Request, Response
 
 _SCRIPT_COMMANDS = {"EVAL", "EVAL_RO"}
 

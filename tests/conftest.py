@@ -23,7 +23,7 @@ from twilio.request_validator import RequestValidator
 import shared.services
 from devstack import postgres, redis_server
 from devstack.fake_openai import FakeOpenAI
-from devstack.http import LocalServer, Request, Response
+from devstack.local_server import LocalServer, Request, Response
 from devstack.migrations import prepare_database
 from devstack.twilio_emulator import message_resource, twilio_error
 from devstack.upstash_bridge import UpstashBridge

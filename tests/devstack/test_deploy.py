@@ -68,7 +68,7 @@ def test_each_folder_runs_alone(
     folder = next(f for f in folders if f.name == name)
     port = functions.free_port()
     env = {**settings_env, "PYTHONPATH": ""}
-    process = functions.serve(name, port, env, source_dir=folder, python=str(python))
+    process = functions.serve(name, port, env, source=folder / "main.py", python=str(python))
     try:
         functions.wait_until_listening(port, process)
         response = requests.request(method, f"http://127.0.0.1:{port}{path}", timeout=10)

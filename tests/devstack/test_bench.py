@@ -1,0 +1,36 @@
+"""`make bench`'s code path on a tiny size, so the benchmark cannot rot: it must produce every
+number of the report (how fast they are is the benchmark's business, not the test's)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from devstack import bench
+
+
+def test_bench_code_path_produces_numbers(
+    pg_admin_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", pg_admin_url)  # a fresh database on the test server
+    output = tmp_path / "BENCHMARKS.md"
+    report = bench.run(bench.TINY, output)
+    for table in ("overhead", "baseline"):
+        rows = report[table]
+        assert len(rows) == len(bench.TINY.rates) + 1  # each rate, then saturation
+        for row in rows:
+            assert row["messages"] > 0 and row["errors"] == 0
+            assert all(
+                math.isfinite(row[k]) for k in ("p50", "p95", "p99", "throughput", "cpu_webhook_ms")
+            )
+            assert row["redis_round_trips"] >= 0 and row["pg_round_trips"] >= 0
+    assert report["overhead"][0]["redis_round_trips"] > 0  # ours uses Redis; the baseline does not
+    assert report["baseline"][0]["redis_round_trips"] == 0
+    growth = report["growth"][0]
+    assert growth["stored"] >= bench.TINY.sizes[0]
+    assert growth["capacity"][1] > 0 and math.isfinite(growth["list_p95"])
+    assert report["profile"][0][0] == "whole handle_inbound" and report["profile"][0][1] > 0
+    text = output.read_text()
+    assert "## 1. Overhead per inbound message" in text and "## Reading" in text
