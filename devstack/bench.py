@@ -288,29 +288,29 @@ def grow_to(database_url: str, size: int) -> int:
         with conn.transaction():
             conn.execute("alter table messages disable trigger messages_broadcast")
             conn.execute("alter table conversations disable trigger conversations_broadcast")
+            # Conversations of this batch carry its tag as customer name; numbers stay unique.
             conn.execute(
-                "insert into conversations (tenant_id, advisor_id, customer_phone, last_message_at,"
-                " last_inbound_at) select a.tenant_id, a.id, '+58' || lpad((g * 7 + a.n)::text, 11, '0'),"
-                " now() - (g % 5000) * interval '1 minute', now() - (g % 5000) * interval '1 minute'"
-                " from generate_series(1, %s) g"
+                "insert into conversations (tenant_id, advisor_id, customer_phone, customer_name,"
+                " last_message_at, last_inbound_at)"
+                " select a.tenant_id, a.id, '+58' || lpad((%(base)s + g)::text, 11, '0'), %(tag)s,"
+                "   now() - (g %% 5000) * interval '1 minute', now() - (g %% 5000) * interval '1 minute'"
+                " from generate_series(1, %(conversations)s) g"
                 " join (select id, tenant_id, row_number() over (order by id) - 1 as n from advisors) a"
-                "   on a.n = g %% 7"
-                " on conflict (advisor_id, customer_phone) do nothing",
-                (conversations,),
+                "   on a.n = g %% 7",
+                {"base": current * 10, "tag": tag, "conversations": conversations},
             )
             conn.execute(
-                "with convs as (select id, tenant_id, advisor_id, row_number() over () as r"
-                "   from conversations where customer_phone like '+58%%' limit %s)"
-                " insert into messages (tenant_id, advisor_id, conversation_id, direction, author, body,"
+                "insert into messages (tenant_id, advisor_id, conversation_id, direction, author, body,"
                 "   provider_sid, status, created_at, handled_at)"
                 " select c.tenant_id, c.advisor_id, c.id,"
                 "   case when g %% 2 = 0 then 'inbound' else 'outbound' end,"
                 "   case when g %% 2 = 0 then 'customer' else 'ai' end,"
-                "   'mensaje de carga ' || g, %s || '-' || c.r || '-' || g,"
+                "   'mensaje de carga ' || g, 'SMBULK' || c.id || '-' || g,"
                 "   case when g %% 2 = 0 then 'received' else 'read' end,"
-                "   now() - (%s - g) * interval '1 minute', now()"
-                " from convs c cross join generate_series(1, %s) g",
-                (conversations, f"SMBULK{tag}", missing // conversations, missing // conversations),
+                "   now() - (%(per)s - g) * interval '1 minute', now()"
+                " from conversations c cross join generate_series(1, %(per)s) g"
+                " where c.customer_name = %(tag)s",
+                {"tag": tag, "per": missing // conversations},
             )
             conn.execute("alter table messages enable trigger messages_broadcast")
             conn.execute("alter table conversations enable trigger conversations_broadcast")

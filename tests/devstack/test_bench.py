@@ -11,6 +11,25 @@ import pytest
 from devstack import bench
 
 
+def test_grow_to_adds_realistic_conversations(database_url: str) -> None:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from tests import factories
+
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        factories.advisor(conn, factories.tenant(conn))
+    before = bench.grow_to(database_url, 0)
+    after = bench.grow_to(database_url, before + 4000)
+    assert before + 3900 <= after <= before + 4000
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "select count(distinct conversation_id), count(distinct advisor_id) from messages"
+            " where provider_sid like 'SMBULK%%'"
+        ).fetchone()
+    assert row and row[0] >= 90 and row[1] >= 1
+
+
 def test_bench_code_path_produces_numbers(
     pg_admin_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
