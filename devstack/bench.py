@@ -295,8 +295,8 @@ def grow_to(database_url: str, size: int) -> int:
                 " select a.tenant_id, a.id, '+58' || lpad((%(base)s + g)::text, 11, '0'), %(tag)s,"
                 "   now() - (g %% 5000) * interval '1 minute', now() - (g %% 5000) * interval '1 minute'"
                 " from generate_series(1, %(conversations)s) g"
-                " join (select id, tenant_id, row_number() over (order by id) - 1 as n from advisors) a"
-                "   on a.n = g %% 7",
+                " join (select id, tenant_id, row_number() over (order by id) - 1 as n,"
+                "   count(*) over () as advisors from advisors) a on a.n = g %% a.advisors",
                 {"base": current * 10, "tag": tag, "conversations": conversations},
             )
             conn.execute(

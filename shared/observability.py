@@ -95,7 +95,21 @@ def set_trace(header: str | None) -> None:
     _trace.set(header.split("/", 1)[0] if header else None)
 
 
+# Client libraries that log every request at INFO (twilio: a dozen lines per message).
+_CHATTY_LOGGERS = (
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "twilio.http_client",
+    "openai",
+    "urllib3",
+    "hpack",
+)
+
+
 def configure_logging(project: str | None = None, level: int = logging.INFO) -> None:
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     root = logging.getLogger()
     if any(isinstance(h.formatter, CloudLoggingFormatter) for h in root.handlers):
         return
