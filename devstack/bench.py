@@ -40,13 +40,15 @@ import psycopg
 import requests
 from twilio.request_validator import RequestValidator
 
-from devstack import functions
+from devstack import functions, postgres
+from devstack.latency_proxy import LatencyProxy
 from devstack.stack import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, Ports, Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 ADVISOR_NUMBERS = ["+14155238886", "+5742044644", "+14155238887", "+5742044645",
                    "+14155238888", "+5742044646", "+14155238889"]  # fmt: skip
 MARIA_USER = "00000000-0000-4000-8000-000000000101"
+NETWORK_DELAY = 0.001  # each way: 2 ms per round trip, as within one cloud region
 SERVER_SETTINGS = {
     "WORKERS": "1",
     "THREADS": "8",
@@ -72,10 +74,13 @@ class Config:
     customers: int = 2000
     label: str = "full"
     stats_settle_seconds: float = 10.5
+    network_rates: list[int] = field(default_factory=lambda: [50, 100])
 
 
 FULL = Config([10, 50, 100, 200], 20, 16, [10_000, 1_000_000], 100, [1, 2, 4, 8], 5, 300, 300)
-QUICK = Config([50], 3, 8, [1_000, 10_000], 50, [1, 4], 1.5, 50, 50, label="quick")
+QUICK = Config(
+    [50], 3, 8, [1_000, 10_000], 50, [1, 4], 1.5, 50, 50, label="quick", network_rates=[50]
+)
 # For the test that keeps this code from rotting: numbers, not settled ones.
 TINY = Config(
     [5], 1, 2, [200], 5, [1], 0.5, 5, 5, customers=20, label="tiny", stats_settle_seconds=0
@@ -286,7 +291,7 @@ def grow_to(database_url: str, size: int) -> int:
         conversations = max(1, missing // 40)
         tag = uuid.uuid4().hex[:6]
         with conn.transaction():
-            conn.execute("alter table messages disable trigger messages_broadcast")
+            conn.execute("alter table messages disable trigger messages_broadcast_insert")
             conn.execute("alter table conversations disable trigger conversations_broadcast")
             # Conversations of this batch carry its tag as customer name; numbers stay unique.
             conn.execute(
@@ -312,7 +317,7 @@ def grow_to(database_url: str, size: int) -> int:
                 " where c.customer_name = %(tag)s",
                 {"tag": tag, "per": missing // conversations},
             )
-            conn.execute("alter table messages enable trigger messages_broadcast")
+            conn.execute("alter table messages enable trigger messages_broadcast_insert")
             conn.execute("alter table conversations enable trigger conversations_broadcast")
         conn.execute("vacuum analyze messages")
         conn.execute("analyze conversations")
@@ -432,6 +437,64 @@ def profile_hot_path(stack: Stack, messages: int) -> list[tuple[str, float, floa
 
 
 # -- the run --------------------------------------------------------------------------------------
+@dataclass
+class Target:
+    """One served function under load, with its probe."""
+
+    url: str
+    public_url: str
+    probe: Probe
+
+
+def _serve_pair(stack: Stack, tmp: Path, postmaster: psutil.Process | None, config: Config,
+                env: dict[str, str], tag: str) -> tuple[Target, Target, list[Any]]:  # fmt: skip
+    """Our webhook and the baseline, served side by side with the same settings."""
+    processes = []
+    targets = []
+    for name, source in (("webhook", ROOT / "functions" / "webhook" / "main.py"),
+                         ("baseline", ROOT / "devstack" / "baseline.py")):  # fmt: skip
+        port = functions.free_port()
+        url = f"http://127.0.0.1:{port}"
+        settings = {
+            **stack.env,
+            **SERVER_SETTINGS,
+            **env,
+            "WEBHOOK_PUBLIC_URL": url,
+            "BASELINE_PUBLIC_URL": url,
+        }
+        process = functions.serve(
+            name, port, settings, source=source, log_path=tmp / "logs" / f"{name}-{tag}.log"
+        )
+        processes.append(process)
+        functions.wait_until_listening(port, process)
+        probe = Probe(stack, psutil.Process(process.pid), postmaster, config.stats_settle_seconds)
+        targets.append(Target(url, url, probe))
+        drive(url, url, 20, 1, customers=config.customers)  # warm up
+    return targets[0], targets[1], processes
+
+
+def _load(target: Target, config: Config, rate: float, clients: int = 0) -> dict[str, Any]:
+    return measure(
+        target.probe,
+        target.url,
+        target.public_url,
+        rate,
+        config.duration,
+        clients,
+        config.customers,
+    )
+
+
+def _socket_of(database_url: str) -> tuple[str, int, Path | None]:
+    params = psycopg.conninfo.conninfo_to_dict(database_url)
+    host, port = str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
+    return (
+        (host, port, Path(host) / f".s.PGSQL.{port}")
+        if host.startswith("/")
+        else (host, port, None)
+    )
+
+
 def run(config: Config, output: Path | None) -> dict[str, Any]:
     for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
         os.environ.pop(key, None)  # instant local stand-in for the model
@@ -440,75 +503,60 @@ def run(config: Config, output: Path | None) -> dict[str, Any]:
         "config": config,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    processes: list[Any] = []
+    proxies: list[LatencyProxy] = []
     with (
-        tempfile.TemporaryDirectory(prefix="bench-") as tmp,
+        tempfile.TemporaryDirectory(prefix="bench-") as tmp_name,
         Stack(
-            Path(tmp), ports, overrides=SERVER_SETTINGS, fresh_database=True, twilio_callbacks=False
+            Path(tmp_name),
+            ports,
+            overrides=SERVER_SETTINGS,
+            fresh_database=True,
+            twilio_callbacks=False,
         ) as stack,
     ):
-        webhook = psutil.Process(stack.processes["webhook"].pid)
+        tmp = Path(tmp_name)
         postmaster = next(
-            (p for p in psutil.process_iter(["cmdline"]) if tmp in " ".join(p.info["cmdline"] or [])
+            (p for p in psutil.process_iter(["cmdline"]) if tmp_name in " ".join(p.info["cmdline"] or [])
              and p.name() == "postgres"), None,
         )  # fmt: skip
-        probe = Probe(stack, webhook, postmaster, config.stats_settle_seconds)
-        baseline_port = functions.free_port()
-        baseline_url = f"http://127.0.0.1:{baseline_port}"
-        baseline = functions.serve(
-            "baseline", baseline_port, {**stack.env, **SERVER_SETTINGS, "BASELINE_PUBLIC_URL": baseline_url},
-            source=ROOT / "devstack" / "baseline.py", log_path=Path(tmp) / "logs" / "baseline.log",
-        )  # fmt: skip
         try:
-            functions.wait_until_listening(baseline_port, baseline)
-            baseline_probe = Probe(
-                stack, psutil.Process(baseline.pid), postmaster, config.stats_settle_seconds
-            )
-            url = stack.env["WEBHOOK_URL"]
-            public = stack.env["WEBHOOK_PUBLIC_URL"]
-            drive(url, public, 20, 1, customers=config.customers)  # warm up both
-            drive(baseline_url, baseline_url, 20, 1, customers=config.customers)
+            ours, base, started = _serve_pair(stack, tmp, postmaster, config, {}, "local")
+            processes += started
+            report["overhead"] = [_load(ours, config, rate) for rate in config.rates]
+            report["baseline"] = [_load(base, config, rate) for rate in config.rates]
+            report["overhead"].append(_load(ours, config, 0, config.saturation_clients))
+            report["baseline"].append(_load(base, config, 0, config.saturation_clients))
 
-            report["overhead"], report["baseline"] = [], []
-            for rate in config.rates:
-                report["overhead"].append(
-                    measure(probe, url, public, rate, config.duration, 0, config.customers)
-                )
-                report["baseline"].append(
-                    measure(
-                        baseline_probe,
-                        baseline_url,
-                        baseline_url,
-                        rate,
-                        config.duration,
-                        0,
-                        config.customers,
-                    )
-                )
-            report["overhead"].append(
-                measure(
-                    probe,
-                    url,
-                    public,
-                    0,
-                    config.duration,
-                    config.saturation_clients,
-                    config.customers,
-                )
+            # The same pair with a network in between: 1 ms each way to Postgres and to Redis.
+            host, port, socket_path = _socket_of(stack.database_url)
+            pg_proxy = LatencyProxy(NETWORK_DELAY, host, port, socket_path).start()
+            assert stack.bridge
+            redis_proxy = LatencyProxy(NETWORK_DELAY, "127.0.0.1", stack.bridge.server.port).start()
+            proxies += [pg_proxy, redis_proxy]
+            via = {"host": "127.0.0.1", "port": str(pg_proxy.port)}
+            env = {
+                "DATABASE_URL": postgres.with_params(stack.env["DATABASE_URL"], **via),
+                "DATABASE_ADMIN_URL": postgres.with_params(stack.database_url, **via),
+                "UPSTASH_REDIS_REST_URL": f"http://127.0.0.1:{redis_proxy.port}",
+            }
+            ours_far, base_far, started = _serve_pair(
+                stack, tmp, postmaster, config, env, "network"
             )
-            report["baseline"].append(
-                measure(baseline_probe, baseline_url, baseline_url, 0, config.duration,
-                        config.saturation_clients, config.customers)
-            )  # fmt: skip
+            processes += started
+            report["network"] = [
+                {**_load(ours_far, config, rate), "path": "ours"} for rate in config.network_rates
+            ] + [
+                {**_load(base_far, config, rate), "path": "baseline"}
+                for rate in config.network_rates
+            ]
 
             report["growth"] = []
             for size in config.sizes:
-                started = time.perf_counter()
+                began = time.perf_counter()
                 stored = grow_to(stack.database_url, size)
-                generated = time.perf_counter() - started
-                row = measure(
-                    probe, url, public, config.growth_rate, config.duration, 0, config.customers
-                )
-                row.update(stored=stored, generation_s=generated)
+                row = _load(ours, config, config.growth_rate)
+                row.update(stored=stored, generation_s=time.perf_counter() - began)
                 row.update(dashboard_latency(stack.database_url, config.dashboard_queries))
                 row["capacity"] = {
                     n: ingest_capacity(stack.database_url, n, config.capacity_seconds)
@@ -517,7 +565,10 @@ def run(config: Config, output: Path | None) -> dict[str, Any]:
                 report["growth"].append(row)
             report["profile"] = profile_hot_path(stack, config.profile_messages)
         finally:
-            functions.stop(baseline)
+            for process in processes:
+                functions.stop(process)
+            for proxy in proxies:
+                proxy.stop()
         report["versions"] = _versions(stack.database_url)
     if output:
         output.write_text(render(report))
@@ -615,6 +666,14 @@ def render(report: dict[str, Any]) -> str:
             ],
         ),
         "",
+        f"## 2b. With a network: {NETWORK_DELAY * 2000:g} ms per round trip to Postgres and to Redis",
+        "",
+        "Production pays a network round trip for every query (Cloud Functions to Supabase's pooler) and every"
+        " Redis call (to Upstash); on this machine both are local sockets. Here each goes through a proxy that"
+        f" adds {NETWORK_DELAY * 1000:g} ms each way, for both paths:",
+        "",
+        _table(report["network"], [("path", "path", 0), *LOAD_COLUMNS]),
+        "",
         f"## 3. Growth: the same load at {config.growth_rate} msg/s as stored messages grow",
         "",
         _table(
@@ -697,6 +756,16 @@ def reading(report: dict[str, Any]) -> list[str]:
             f" message against our {at_100['pg_round_trips']:.1f}, and uses {base['cpu_postgres_ms']:.2f} ms of"
             f" Postgres CPU per message against {at_100['cpu_postgres_ms']:.2f}."
         )
+    network = report.get("network", [])
+    for rate in sorted({r["rate"] for r in network}):
+        pair = {r["path"]: r for r in network if r["rate"] == rate}
+        if {"ours", "baseline"} <= set(pair):
+            o, b = pair["ours"], pair["baseline"]
+            out.append(
+                f"- With {NETWORK_DELAY * 2000:g} ms per round trip at {rate} msg/s: ours p50 {o['p50']:.1f} ms /"
+                f" p95 {o['p95']:.1f} ms against the baseline's {b['p50']:.1f} / {b['p95']:.1f} ms"
+                f" ({b['p95'] / o['p95']:.2f}x at p95)."
+            )
     profile = report["profile"]
     if len(profile) > 1:
         top = sorted(profile[1:], key=lambda row: -row[1])[:3]

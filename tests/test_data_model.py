@@ -409,7 +409,7 @@ def test_hot_queries_use_indexes_at_100k_messages(
     tenant = world.tenant1
     adv = f.advisor(db, tenant, name="Bulk")
     with db.transaction():
-        db.execute("alter table messages disable trigger messages_broadcast")
+        db.execute("alter table messages disable trigger messages_broadcast_insert")
         db.execute("alter table conversations disable trigger conversations_broadcast")
         db.execute(
             "insert into advisors (tenant_id, name, twilio_phone_number)"
@@ -430,7 +430,7 @@ def test_hot_queries_use_indexes_at_100k_messages(
             " from conversations c, generate_series(1, 55) g where c.advisor_id = %s",
             (tenant, adv["id"], adv["id"]),
         )
-        db.execute("alter table messages enable trigger messages_broadcast")
+        db.execute("alter table messages enable trigger messages_broadcast_insert")
         db.execute("alter table conversations enable trigger conversations_broadcast")
     db.execute("analyze advisors, conversations, messages")
     count = db.execute("select count(*) as n from messages").fetchone()

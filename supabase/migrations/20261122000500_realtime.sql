@@ -12,8 +12,18 @@ begin
 end
 $$;
 
-create trigger messages_broadcast after insert or update on public.messages
+create trigger messages_broadcast_insert after insert on public.messages
   for each row execute function private.broadcast_to_advisor();
+-- Bookkeeping columns (handled_at, lease_until, attempts) change nothing a dashboard shows.
+create trigger messages_broadcast_update after update on public.messages
+  for each row
+  when (old.status is distinct from new.status
+        or old.error_code is distinct from new.error_code
+        or old.provider_sid is distinct from new.provider_sid
+        or old.body is distinct from new.body
+        or old.media is distinct from new.media
+        or old.transcript is distinct from new.transcript)
+  execute function private.broadcast_to_advisor();
 create trigger conversations_broadcast after insert or update on public.conversations
   for each row execute function private.broadcast_to_advisor();
 

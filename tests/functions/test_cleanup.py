@@ -252,7 +252,7 @@ def test_two_hundred_thousand_old_messages_go_in_bounded_batches(
     tenant = f.tenant(db, "bulk-retention")
     adv = f.advisor(db, tenant)
     with db.transaction():
-        db.execute("alter table messages disable trigger messages_broadcast")
+        db.execute("alter table messages disable trigger messages_broadcast_insert")
         db.execute(
             "insert into conversations (tenant_id, advisor_id, customer_phone)"
             " select %s, %s, '+5790' || lpad(g::text, 6, '0') from generate_series(1, 1000) g",
@@ -265,7 +265,7 @@ def test_two_hundred_thousand_old_messages_go_in_bounded_batches(
             " from conversations c, generate_series(1, 200) g where c.advisor_id = %s",
             (tenant, adv["id"], adv["id"]),
         )
-        db.execute("alter table messages enable trigger messages_broadcast")
+        db.execute("alter table messages enable trigger messages_broadcast_insert")
     report = cleanup.run()
     assert report["retention"]["messages"] >= 200_000
     assert report["retention"]["batches"] >= 10

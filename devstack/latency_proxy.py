@@ -1,0 +1,58 @@
+"""A TCP proxy that adds a fixed delay each way, to put a network between the functions and
+Postgres or Redis on one machine (benchmarks only). Each request/response round trip through
+it costs 2 x delay, as between Cloud Functions and Supabase or Upstash in one region."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+
+class LatencyProxy:
+    def __init__(self, delay_seconds: float, target_host: str = "127.0.0.1", target_port: int = 0,
+                 target_socket: Path | None = None) -> None:  # fmt: skip
+        self.delay = delay_seconds
+        self.target = (target_host, target_port, target_socket)
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> LatencyProxy:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port, socket_path = self.target
+        if socket_path:
+            upstream_reader, upstream_writer = await asyncio.open_unix_connection(str(socket_path))
+        else:
+            upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
+        await asyncio.gather(
+            self._pipe(reader, upstream_writer),
+            self._pipe(upstream_reader, writer),
+            return_exceptions=True,
+        )
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await asyncio.sleep(self.delay)
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
