@@ -21,7 +21,11 @@ from shared.assistant import Assistant
 from shared.whatsapp import WhatsApp, bare_number
 
 pool = ConnectionPool(
-    os.environ["DATABASE_ADMIN_URL"], min_size=1, max_size=4, kwargs={"autocommit": True}, open=True
+    os.environ["DATABASE_ADMIN_URL"],
+    min_size=1,
+    max_size=int(os.environ.get("DATABASE_POOL_SIZE", "4")),
+    kwargs={"autocommit": True},
+    open=True,
 )
 validator = RequestValidator(os.environ["TWILIO_AUTH_TOKEN"])
 public_url = os.environ["BASELINE_PUBLIC_URL"]
