@@ -82,8 +82,9 @@ class Config:
 
 FULL = Config([10, 50, 100, 200], 20, 16, [10_000, 1_000_000], 100, [1, 2, 4, 8], 5, 300, 300)
 QUICK = Config(
-    [50], 3, 8, [1_000, 10_000], 50, [1, 4], 1.5, 50, 50, label="quick", network_rates=[50]
-)
+    [50], 3, 8, [1_000, 10_000], 50, [1, 4], 1.5, 50, 50, label="quick", network_rates=[50],
+    count_database_round_trips=False,
+)  # fmt: skip
 # For the test that keeps this code from rotting: numbers, not settled ones.
 TINY = Config(
     [5], 1, 2, [200], 5, [1], 0.5, 5, 5, customers=20, label="tiny", stats_settle_seconds=0
