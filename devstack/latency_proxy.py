@@ -5,8 +5,33 @@ it costs 2 x delay, as between Cloud Functions and Supabase or Upstash in one re
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import multiprocessing.process
 import threading
 from pathlib import Path
+from typing import Any
+
+
+def _serve_in_process(
+    delay: float, host: str, port: int, socket_path: str | None, ports: Any
+) -> None:
+    proxy = LatencyProxy(delay, host, port, Path(socket_path) if socket_path else None).start()
+    ports.send(proxy.port)
+    threading.Event().wait()
+
+
+def start_in_own_process(
+    delay: float, host: str = "127.0.0.1", port: int = 0, socket_path: Path | None = None
+) -> tuple[int, multiprocessing.process.BaseProcess]:
+    """The proxy in a process of its own, so its timers do not queue behind other threads' GIL."""
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    process = ctx.Process(
+        target=_serve_in_process, args=(delay, host, port, str(socket_path) if socket_path else None, sender),
+        daemon=True,
+    )  # fmt: skip
+    process.start()
+    return int(receiver.recv()), process
 
 
 class LatencyProxy:

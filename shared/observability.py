@@ -18,6 +18,8 @@ from typing import Any
 
 import sentry_sdk
 
+from shared.config import Settings, get_settings
+
 _trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace", default=None)
 
 # ITU country codes of one or two digits; every other code has three.
@@ -163,6 +165,15 @@ def init_sentry(dsn: str | None, environment: str, **options: Any) -> bool:
         **options,
     )
     return True
+
+
+def start_function(required: tuple[str, ...]) -> Settings:
+    """Cold start of a function: settings, JSON logs, required secrets (named if missing), Sentry."""
+    settings = get_settings()
+    configure_logging(settings.google_cloud_project)
+    settings.require(*required)
+    init_sentry(settings.sentry_dsn, settings.sentry_environment)
+    return settings
 
 
 def capture(exc: BaseException) -> None:

@@ -15,8 +15,7 @@ from flask import Request, Response, jsonify
 
 from shared.auth import bearer_token
 from shared.cleanup import run_cleanup
-from shared.config import get_settings
-from shared.observability import configure_logging, init_sentry, set_trace
+from shared.observability import set_trace, start_function
 from shared.services import get_services
 
 REQUIRED_SETTINGS = (
@@ -26,10 +25,7 @@ REQUIRED_SETTINGS = (
     "webhook_public_url",
 )
 
-settings = get_settings()
-configure_logging(settings.google_cloud_project)
-settings.require(*REQUIRED_SETTINGS)
-init_sentry(settings.sentry_dsn, settings.sentry_environment)
+settings = start_function(REQUIRED_SETTINGS)
 
 
 @functions_framework.http

@@ -13,9 +13,9 @@ from flask import Request, Response, jsonify
 from pydantic import ValidationError
 
 from shared.auth import AuthError, TokenVerifier, bearer_token
-from shared.config import MissingSettingError, get_settings
+from shared.config import MissingSettingError
 from shared.db import DatabaseUnavailable
-from shared.observability import capture, configure_logging, get_logger, init_sentry, set_trace
+from shared.observability import capture, get_logger, set_trace, start_function
 from shared.outbound import SendRequest, send_advisor_message
 from shared.services import get_services
 
@@ -26,14 +26,11 @@ REQUIRED_SETTINGS = (
     "webhook_public_url",
 )
 
-settings = get_settings()
-configure_logging(settings.google_cloud_project)
-settings.require(*REQUIRED_SETTINGS)
+settings = start_function(REQUIRED_SETTINGS)
 if not (settings.supabase_jwt_secret or settings.jwks_url):
     raise MissingSettingError(
         "missing required setting(s): SUPABASE_JWT_SECRET or SUPABASE_URL/SUPABASE_JWKS_URL"
     )
-init_sentry(settings.sentry_dsn, settings.sentry_environment)
 log = get_logger("send")
 verifier = TokenVerifier(
     settings.supabase_jwt_secret, settings.jwks_url, settings.supabase_jwt_audience

@@ -11,10 +11,9 @@ from flask import Request, Response, jsonify
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from shared.config import get_settings
 from shared.db import DatabaseUnavailable
 from shared.inbound import handle_inbound
-from shared.observability import capture, configure_logging, get_logger, init_sentry, set_trace
+from shared.observability import capture, get_logger, set_trace, start_function
 from shared.services import Deadline, get_services
 from shared.status import apply_status_callback
 from shared.twilio_payloads import InboundMessage, PayloadError, StatusCallback
@@ -27,10 +26,7 @@ REQUIRED_SETTINGS = (
     "openai_api_key",
 )
 
-settings = get_settings()
-configure_logging(settings.google_cloud_project)
-settings.require(*REQUIRED_SETTINGS)  # fail at cold start, naming what is missing
-init_sentry(settings.sentry_dsn, settings.sentry_environment)
+settings = start_function(REQUIRED_SETTINGS)  # fail at cold start, naming what is missing
 log = get_logger("webhook")
 validator = RequestValidator(settings.twilio_auth_token or "")
 
