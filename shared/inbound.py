@@ -6,6 +6,8 @@ message is stored: failures become rows (failed sends, error runs) the cleanup s
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,26 +157,95 @@ def answer_turn(
     images: dict[str, list[str]] | None = None,
 ) -> Outcome:
     """Answer a conversation's turn (the webhook, or the recovery sweep), one instance at a time."""
-    upstash = services.upstash
-    lock_key = f"lock:conversation:{conversation_id}"
-    token = (
-        upstash.acquire_lock(lock_key, services.settings.conversation_lock_seconds)
-        if upstash
-        else None
-    )
-    if token is False:
-        # Another instance is answering this conversation; the sweep answers us if it missed us.
-        log.info("conversation busy, leaving the turn to its holder", message_id=message_id)
-        return Outcome("busy", message_id, conversation_id)
-    try:
+    with _conversation_lock(services, conversation_id) as held:
+        if not held:
+            # Another instance is answering this conversation; the sweep answers us if it missed us.
+            log.info("conversation busy, leaving the turn to its holder", message_id=message_id)
+            return Outcome("busy", message_id, conversation_id)
         wants_voice = audio_available and last_inbound_is_voice(history)
-        return _answer(
-            services, advisor, customer_phone, conversation_id, message_id, history, deadline,
-            wants_voice, images,
-        )  # fmt: skip
+        settings = services.settings
+        handoff: dict[str, Any] | None = None
+        ai_run: dict[str, Any]
+        reply: Reply | None = None
+        voice: dict[str, Any] | None = None
+        try:
+            reply = services.assistant.reply(
+                system_prompt(advisor.settings, advisor.name),
+                history,
+                timeout=max(1.0, deadline.remaining() - _AFTER_MODEL_RESERVE),
+                images=images,
+            )
+        except AssistantError as exc:
+            timed_out = isinstance(exc, AssistantTimeout)
+            log.error(
+                "model failed, sending fallback", error=str(exc), conversation_id=conversation_id
+            )
+            capture(exc)
+            texts = [notice("fallback", advisor.settings, name=advisor.name)]
+            ai_run = {
+                "model": services.assistant.model,
+                "outcome": "timeout" if timed_out else "error",
+                "error": str(exc),
+            }
+            handoff = {
+                "reason": f"assistant {'timeout' if timed_out else 'error'}",
+                "needs_human": True,
+            }
+            action = "fallback"
+        if reply is not None:
+            ai_run = {
+                "model": reply.model,
+                "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": reply.completion_tokens,
+                "latency_ms": reply.latency_ms,
+                "outcome": "handoff" if reply.handoff_reason else "replied",
+            }
+            if reply.handoff_reason:
+                texts = [reply.text or notice("handoff", advisor.settings, name=advisor.name)]
+                handoff = {"reason": reply.handoff_reason, "hours": settings.handoff_hours}
+                action = "handoff"
+            else:
+                texts = split_message(reply.text or "")
+                action = "replied"
+                if wants_voice and reply.text:
+                    voice = voice_reply(services, advisor, conversation_id, reply.text, deadline)
+
+        _send_and_record(
+            services,
+            advisor,
+            customer_phone,
+            conversation_id,
+            texts,
+            author="ai",
+            handled_up_to=message_id,
+            ai_run=ai_run,
+            handoff=handoff,
+            voice=voice,
+        )
+        if action == "handoff" and handoff:
+            _alert_advisor(services, advisor, customer_phone, str(handoff["reason"]))
+        log.info(
+            "turn answered",
+            action=action,
+            conversation_id=conversation_id,
+            latency_ms=ai_run.get("latency_ms"),
+        )
+        return Outcome(action, message_id, conversation_id)
+
+
+@contextmanager
+def _conversation_lock(services: Services, conversation_id: str) -> Iterator[bool]:
+    """Redis lock with expiry; yields False if another instance holds it (True if Redis is down)."""
+    upstash = services.upstash
+    key = f"lock:conversation:{conversation_id}"
+    token = (
+        upstash.acquire_lock(key, services.settings.conversation_lock_seconds) if upstash else None
+    )
+    try:
+        yield token is not False
     finally:
         if upstash and isinstance(token, str):
-            upstash.release_lock(lock_key, token)
+            upstash.release_lock(key, token)
 
 
 def _superseded(
@@ -199,85 +270,6 @@ def _superseded(
     # Redis unavailable: ask the ground truth.
     newest = services.db.value("select public.latest_inbound_id(%s)", (conversation_id,))
     return str(newest) != message_id
-
-
-def _answer(
-    services: Services,
-    advisor: Advisor,
-    customer_phone: str,
-    conversation_id: str,
-    message_id: str,
-    history: list[dict[str, Any]],
-    deadline: Deadline,
-    wants_voice: bool = False,
-    images: dict[str, list[str]] | None = None,
-) -> Outcome:
-    settings = services.settings
-    handoff: dict[str, Any] | None = None
-    ai_run: dict[str, Any]
-    reply: Reply | None = None
-    voice: dict[str, Any] | None = None
-    try:
-        reply = services.assistant.reply(
-            system_prompt(advisor.settings, advisor.name),
-            history,
-            timeout=max(1.0, deadline.remaining() - _AFTER_MODEL_RESERVE),
-            images=images,
-        )
-    except AssistantError as exc:
-        timed_out = isinstance(exc, AssistantTimeout)
-        log.error("model failed, sending fallback", error=str(exc), conversation_id=conversation_id)
-        capture(exc)
-        texts = [notice("fallback", advisor.settings, name=advisor.name)]
-        ai_run = {
-            "model": services.assistant.model,
-            "outcome": "timeout" if timed_out else "error",
-            "error": str(exc),
-        }
-        handoff = {
-            "reason": f"assistant {'timeout' if timed_out else 'error'}",
-            "needs_human": True,
-        }
-        action = "fallback"
-    if reply is not None:
-        ai_run = {
-            "model": reply.model,
-            "prompt_tokens": reply.prompt_tokens,
-            "completion_tokens": reply.completion_tokens,
-            "latency_ms": reply.latency_ms,
-            "outcome": "handoff" if reply.handoff_reason else "replied",
-        }
-        if reply.handoff_reason:
-            texts = [reply.text or notice("handoff", advisor.settings, name=advisor.name)]
-            handoff = {"reason": reply.handoff_reason, "hours": settings.handoff_hours}
-            action = "handoff"
-        else:
-            texts = split_message(reply.text or "")
-            action = "replied"
-            if wants_voice and reply.text:
-                voice = voice_reply(services, advisor, conversation_id, reply.text, deadline)
-
-    _send_and_record(
-        services,
-        advisor,
-        customer_phone,
-        conversation_id,
-        texts,
-        author="ai",
-        handled_up_to=message_id,
-        ai_run=ai_run,
-        handoff=handoff,
-        voice=voice,
-    )
-    if action == "handoff" and handoff:
-        _alert_advisor(services, advisor, customer_phone, str(handoff["reason"]))
-    log.info(
-        "turn answered",
-        action=action,
-        conversation_id=conversation_id,
-        latency_ms=ai_run.get("latency_ms"),
-    )
-    return Outcome(action, message_id, conversation_id)
 
 
 def _send_and_record(

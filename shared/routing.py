@@ -57,9 +57,6 @@ class Router:
         data = json.loads(raw)
         return True, Advisor(**data) if data else None
 
-    def forget(self, number: str) -> None:
-        self._cache.pop(number, None)
-
 
 def _key(number: str) -> str:
     return f"route:{number}"

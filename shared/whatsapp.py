@@ -83,7 +83,6 @@ class WhatsApp:
         if api_base_url:  # the local emulator stands in for api.twilio.com
             self.client.api.base_url = api_base_url.rstrip("/")
         self.status_callback_url = status_callback_url
-        self.sent = 0
         self._auth = (account_sid, auth_token)
         self._session = requests.Session()
 
@@ -128,7 +127,6 @@ class WhatsApp:
             params["content_variables"] = json.dumps(content_variables or {})
         if self.status_callback_url:
             params["status_callback"] = self.status_callback_url
-        self.sent += 1
         try:
             message = self.client.messages.create(**params)  # type: ignore[arg-type,unused-ignore]
         except TwilioRestException as exc:
