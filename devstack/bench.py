@@ -222,19 +222,17 @@ class Probe:
     settle_seconds: float = 10.5
     counting: bool = True
     marks: dict[str, float] = field(default_factory=dict)
-    conn: psycopg.Connection[Any] | None = None
 
     def _xacts(self) -> int:
         """Committed transactions of the database (each of our statements is one). Backends
         flush their counters when idle for PGSTAT_IDLE_INTERVAL (10 s), so wait that out first."""
         time.sleep(self.settle_seconds)
-        if self.conn is None:
-            self.conn = psycopg.connect(self.stack.database_url, autocommit=True)
-        self.conn.execute("select pg_stat_force_next_flush()")
-        self.conn.execute("select pg_stat_clear_snapshot()")
-        row = self.conn.execute(
-            "select xact_commit + xact_rollback from pg_stat_database where datname = current_database()"
-        ).fetchone()
+        with psycopg.connect(self.stack.database_url, autocommit=True) as conn:
+            conn.execute("select pg_stat_force_next_flush()")
+            conn.execute("select pg_stat_clear_snapshot()")
+            row = conn.execute(
+                "select xact_commit + xact_rollback from pg_stat_database where datname = current_database()"
+            ).fetchone()
         return int(row[0]) if row else 0
 
     def start(self) -> None:
@@ -296,8 +294,9 @@ def measure(
 
 # -- data growth, database capacity, dashboard ---------------------------------------------------
 def grow_to(database_url: str, size: int) -> int:
-    """Bulk-add stored messages until the database holds `size`, spread over the seven advisors
-    at about 40 messages per conversation; returns the count."""
+    """Bulk-add stored messages until the database holds at least `size` (less than one more
+    per new conversation), spread over the advisors at about 40 messages per conversation;
+    returns the count."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         current = int(conn.execute("select count(*) from messages").fetchone()[0])  # type: ignore[index]
         missing = size - current
@@ -330,7 +329,7 @@ def grow_to(database_url: str, size: int) -> int:
                 "   now() - (%(per)s - g) * interval '1 minute', now()"
                 " from conversations c cross join generate_series(1, %(per)s) g"
                 " where c.customer_name = %(tag)s",
-                {"tag": tag, "per": missing // conversations},
+                {"tag": tag, "per": -(-missing // conversations)},  # rounded up: at least `size`
             )
             conn.execute("alter table messages enable trigger messages_broadcast_insert")
             conn.execute("alter table conversations enable trigger conversations_broadcast")
@@ -438,7 +437,7 @@ def profile_hot_path(
         "pg": (services.db.round_trips - db_before) / messages,
         "redis": (stack.bridge.requests - redis_before) / messages,
     }
-    services.db.close()
+    services.close()
     stats = pstats.Stats(profiler, stream=io.StringIO())
     groups = {
         "Postgres (psycopg execute)": ("psycopg", "execute"),

@@ -194,11 +194,13 @@ class FakeOpenAI:
             "choices": [
                 {
                     "index": 0,
+                    # As OpenAI answers: tool_calls only when the model calls a tool.
                     "message": {
                         "role": "assistant",
                         "content": content,
                         "refusal": None,
-                        "tool_calls": tool_calls,
+                        "annotations": [],
+                        **({"tool_calls": tool_calls} if tool_calls else {}),
                     },
                     "logprobs": None,
                     "finish_reason": "tool_calls" if tool_calls else "stop",
@@ -208,7 +210,15 @@ class FakeOpenAI:
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": len(content or "") // 4 + 1,
                 "total_tokens": prompt_tokens + len(content or "") // 4 + 1,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "completion_tokens_details": {
+                    "reasoning_tokens": 0,
+                    "audio_tokens": 0,
+                    "accepted_prediction_tokens": 0,
+                    "rejected_prediction_tokens": 0,
+                },
             },
+            "service_tier": "default",
             "system_fingerprint": "fp_local",
         }
 

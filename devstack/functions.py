@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ("webhook", "send", "cleanup")
@@ -45,10 +46,18 @@ def serve(
         interpreter, "-m", "functions_framework",
         "--target", name, "--source", str(source), "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
-    output = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    if log_path is None:
+        return _start(command, source.parent, env, subprocess.DEVNULL)
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        return _start(command, source.parent, env, log)
+
+
+def _start(
+    command: list[str], cwd: Path, env: dict[str, str], output: Any
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         command,
-        cwd=source.parent,
+        cwd=cwd,
         env={**os.environ, **env},
         stdout=output,
         stderr=subprocess.STDOUT,

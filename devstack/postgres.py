@@ -47,11 +47,18 @@ def with_params(conninfo: str, **overrides: str) -> str:
 
 
 @contextmanager
-def fresh_database(admin_url: str, prefix: str = "wa") -> Iterator[str]:
-    """Create a database with a unique name, yield its URL, drop it afterwards."""
+def fresh_database(
+    admin_url: str, prefix: str = "wa", template: str | None = None
+) -> Iterator[str]:
+    """Create a database with a unique name (a copy of `template`'s URL if given), yield its
+    URL, drop it afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    statement = sql.SQL("create database {}").format(sql.Identifier(name))
+    if template:
+        source = conninfo_to_dict(template)["dbname"]
+        statement += sql.SQL(" template {}").format(sql.Identifier(str(source)))
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        conn.execute(statement)
     try:
         yield with_params(admin_url, dbname=name)
     finally:

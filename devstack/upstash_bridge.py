@@ -91,7 +91,7 @@ class UpstashBridge:
             try:
                 return 200, {"result": _encode(self._run([body])[0], b64)}
             except ResponseError as exc:
-                return 400, {"error": str(exc)}
+                return 400, {"error": _redis_error(exc)}
         if path in ("/pipeline", "/multi-exec"):
             if not isinstance(body, list) or not all(_is_command(c) for c in body):
                 return 400, {"error": "ERR pipeline must be an array of commands"}
@@ -101,7 +101,7 @@ class UpstashBridge:
                 try:
                     answer.append({"result": _encode(result, b64)})
                 except ResponseError as exc:
-                    answer.append({"error": str(exc)})
+                    answer.append({"error": _redis_error(exc)})
             return 200, answer
         return 404, {"error": f"unknown path {path}"}
 
@@ -131,3 +131,10 @@ class UpstashBridge:
 
 def _is_command(value: Any) -> bool:
     return isinstance(value, list) and len(value) > 0
+
+
+def _redis_error(exc: ResponseError) -> str:
+    """The error line as Redis (and so Upstash) sends it: redis-py drops the generic ERR code."""
+    message = str(exc)
+    code = message.split(" ", 1)[0]
+    return message if code.isupper() and code.isalpha() else f"ERR {message}"

@@ -115,6 +115,9 @@ class Assistant:
         self.tts_model = tts_model
         self.tts_voice = tts_voice
 
+    def close(self) -> None:
+        self.client.close()
+
     def transcribe(self, audio: bytes, content_type: str, timeout: float) -> str:
         """Speech to text (a voice note's words)."""
         extension = content_type.split("/")[-1].split(";")[0] or "ogg"

@@ -3,15 +3,23 @@ keys (RS256/ES256) from the project's JWKS, fetched once and cached. No network 
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import jwt
 
 _ASYMMETRIC = {"RS256", "ES256", "EdDSA"}
+# Clocks of Supabase Auth and of a function instance may differ by a few seconds: a token
+# minted "now" must not be refused as issued in the future (iat/nbf), nor expire early.
+LEEWAY_SECONDS = 30
 
 
 class AuthError(Exception):
-    """Missing, expired or invalid token."""
+    """Missing, expired or invalid token: the caller's to fix (401)."""
+
+
+class AuthUnavailable(Exception):
+    """The project's signing keys could not be fetched: not the caller's fault (503)."""
 
 
 class TokenVerifier:
@@ -40,9 +48,16 @@ class TokenVerifier:
                 algorithms=[str(algorithm)],
                 audience=self.audience,
                 options={"require": ["exp", "sub"]},
+                leeway=LEEWAY_SECONDS,
             )
+        except jwt.PyJWKClientConnectionError as exc:
+            raise AuthUnavailable(str(exc)) from exc
         except jwt.PyJWTError as exc:
             raise AuthError(str(exc)) from exc
+        try:
+            uuid.UUID(str(claims["sub"]))
+        except ValueError:
+            raise AuthError("sub is not a user id") from None
         return claims
 
 

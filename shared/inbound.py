@@ -5,7 +5,6 @@ message is stored: failures become rows (failed sends, error runs) the cleanup s
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -263,7 +262,7 @@ def _superseded(
     key = f"latest:{conversation_id}"
     upstash = services.upstash
     stored = upstash.set_if_newer(key, mine, 300) if upstash else None
-    time.sleep(min(wait, max(0.0, deadline.remaining() - _AFTER_MODEL_RESERVE * 2)))
+    services.sleep(min(wait, max(0.0, deadline.remaining() - _AFTER_MODEL_RESERVE * 2)))
     latest = upstash.get(key) if upstash and stored is not None else None
     if latest is not None:
         return latest != mine

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,14 +27,21 @@ class Advisor:
 
 
 class Router:
-    def __init__(self, db: Database, upstash: Upstash | None, ttl_seconds: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        upstash: Upstash | None,
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.db = db
         self.upstash = upstash
         self.ttl = ttl_seconds
+        self.clock = clock  # the in-process layer's time source (tests move it)
         self._cache: dict[str, tuple[float, Advisor | None]] = {}
 
     def advisor_for(self, number: str) -> Advisor | None:
-        now = time.monotonic()
+        now = self.clock()
         cached = self._cache.get(number)
         if cached and cached[0] > now:
             return cached[1]

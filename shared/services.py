@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from shared.assistant import Assistant
 from shared.config import Settings, get_settings
@@ -24,6 +25,15 @@ class Services:
     whatsapp: WhatsApp
     assistant: Assistant
     storage: Storage | None = None
+    # How the burst wait waits; tests replace it to order messages with events, not time.
+    sleep: Callable[[float], None] = field(default=time.sleep)
+
+    def close(self) -> None:
+        """Release every connection (instances never need this; tests and tools do)."""
+        self.db.close()
+        for client in (self.upstash, self.whatsapp, self.assistant, self.storage):
+            if client is not None:
+                client.close()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:

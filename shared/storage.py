@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from supabase.lib.client_options import SyncClientOptions
 
 from supabase import create_client
@@ -11,9 +12,14 @@ from supabase import create_client
 
 class Storage:
     def __init__(self, url: str, service_role_key: str, bucket: str, timeout: float) -> None:
-        options = SyncClientOptions(storage_client_timeout=max(1, round(timeout)))
+        # One bounded httpx client for every Supabase API (the client's own timeout knobs are deprecated).
+        self._http = httpx.Client(timeout=timeout)
+        options = SyncClientOptions(httpx_client=self._http)
         self.client = create_client(url, service_role_key, options=options)
         self.bucket = bucket
+
+    def close(self) -> None:
+        self._http.close()
 
     def _files(self) -> Any:
         return self.client.storage.from_(self.bucket)

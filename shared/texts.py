@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from unicodedata import combining
 
 WHATSAPP_MAX_CHARS = 1600
 OPT_OUT_WORDS = frozenset({"stop", "baja", "unsubscribe", "cancelar"})
@@ -75,9 +76,31 @@ def split_message(text: str, limit: int = WHATSAPP_MAX_CHARS) -> list[str]:
         if cut < limit // 2:
             cut = window.rfind(" ")
         if cut <= 0:
-            cut = limit
+            cut = _grapheme_safe(text, limit)
         chunks.append(text[:cut].strip())
         text = text[cut:].strip()
     if text:
         chunks.append(text)
     return chunks
+
+
+_JOINERS = {"\u200d", "\ufe0f", "\ufe0e", "\u20e3"}
+
+
+def _attached(char: str) -> bool:
+    """A character that belongs to the one before it (joiner, variation selector, skin tone,
+    combining mark): cutting before it breaks what the customer sees."""
+    return char in _JOINERS or "\U0001f3fb" <= char <= "\U0001f3ff" or bool(combining(char))
+
+
+def _grapheme_safe(text: str, cut: int) -> int:
+    """Move a hard cut back so it never splits an emoji sequence, a flag or an accent."""
+    start = cut
+    while cut > 1 and (_attached(text[cut]) or text[cut - 1] == "\u200d"):
+        cut -= 1
+    regional = 0
+    while cut - regional > 0 and "\U0001f1e6" <= text[cut - regional - 1] <= "\U0001f1ff":
+        regional += 1
+    if regional % 2 and "\U0001f1e6" <= text[cut] <= "\U0001f1ff":
+        cut -= 1  # flags are pairs of regional indicators
+    return cut if cut > 0 else start

@@ -57,6 +57,9 @@ class Upstash:
         self._lock = threading.Lock()
         self.calls = 0
 
+    def close(self) -> None:
+        self.client.close()  # type: ignore[no-untyped-call]
+
     def _safe(self, operation: str, call: Callable[[], T], fallback: T) -> T:
         with self._lock:
             self.calls += 1

@@ -86,6 +86,12 @@ class WhatsApp:
         self._auth = (account_sid, auth_token)
         self._session = requests.Session()
 
+    def close(self) -> None:
+        self._session.close()
+        http = self.client.http_client
+        if isinstance(http, TwilioHttpClient) and http.session is not None:
+            http.session.close()
+
     def download_media(self, url: str, max_bytes: int, timeout: float) -> tuple[bytes, str]:
         """Fetch an inbound MediaUrl with the account's credentials (Twilio redirects to its CDN;
         requests drops the credentials on the other host). Raises MediaTooLarge past max_bytes."""

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -45,24 +46,76 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def database_url(pg_admin_url: str) -> Iterator[str]:
-    """A fresh database with the Supabase bootstrap and every migration applied (owner URL)."""
-    with postgres.fresh_database(pg_admin_url, prefix="test") as url:
+def template_database_url(pg_admin_url: str) -> Iterator[str]:
+    """The Supabase bootstrap and every migration, applied once; test databases are its copies."""
+    with postgres.fresh_database(pg_admin_url, prefix="template") as url:
         prepare_database(url)
         yield url
 
 
 @pytest.fixture(scope="session")
-def app_database_url(pg_admin_url: str, database_url: str) -> str:
-    """What the functions use: a login role that only has assistant_functions' privileges."""
+def database_url(pg_admin_url: str, template_database_url: str) -> Iterator[str]:
+    """The session's shared database (owner URL). Tests in it only look at rows they made."""
+    with postgres.fresh_database(pg_admin_url, "test", template_database_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def app_role(pg_admin_url: str, template_database_url: str) -> str:
+    """What the functions log in as: a role that only has assistant_functions' privileges."""
     postgres.ensure_login_role(pg_admin_url, APP_ROLE, "assistant_functions", "dev-password")
-    return postgres.with_params(database_url, user=APP_ROLE, password="dev-password")
+    return APP_ROLE
+
+
+@pytest.fixture(scope="session")
+def app_database_url(app_role: str, database_url: str) -> str:
+    return postgres.with_params(database_url, user=app_role, password="dev-password")
+
+
+@dataclass(frozen=True)
+class DatabaseUrls:
+    owner_url: str
+    app_url: str
+
+
+@contextmanager
+def _own_database(pg_admin_url: str, template_url: str, app_role: str) -> Iterator[DatabaseUrls]:
+    with postgres.fresh_database(pg_admin_url, "own", template_url) as url:
+        yield DatabaseUrls(url, postgres.with_params(url, user=app_role, password="dev-password"))
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+def database(
+    request: pytest.FixtureRequest,
+    pg_admin_url: str,
+    template_database_url: str,
+    app_role: str,
+    database_url: str,
+    app_database_url: str,
+) -> Iterator[DatabaseUrls]:
+    """The database a test works in: the session's shared one, or with the `own_database`
+    marker a fresh copy of its own, as tests that run the cleanup sweeps need (a sweep acts on
+    every row of a database)."""
+    if request.node.get_closest_marker("own_database"):
+        with _own_database(pg_admin_url, template_database_url, app_role) as own:
+            yield own
+    else:
+        yield DatabaseUrls(database_url, app_database_url)
+
+
+@pytest.fixture
+def isolated_database(
+    pg_admin_url: str, template_database_url: str, app_role: str
+) -> Iterator[DatabaseUrls]:
+    """A database of the test's own, for code that acts on every row of it."""
+    with _own_database(pg_admin_url, template_database_url, app_role) as own:
+        yield own
+
+
+@pytest.fixture
+def db(database: DatabaseUrls) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     """An owner connection in autocommit for arranging and checking data."""
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+    with psycopg.connect(database.owner_url, autocommit=True, row_factory=dict_row) as conn:
         yield conn
 
 
@@ -173,16 +226,22 @@ class TwilioApi:
     def __init__(self, mock: responses.RequestsMock) -> None:
         self.mock = mock
         self.sent: list[dict[str, list[str]]] = []
-        self.failures: list[tuple[int, int]] = []
+        self._failures: list[tuple[str, int, int]] = []
         self._lock = threading.Lock()
         mock.add_callback(responses.POST, TWILIO_MESSAGES_URL, callback=self._create)
+
+    def fail_next(self, to: str, status: int, code: int) -> None:
+        """The next send to `to` (E.164) gets this error; sends to anyone else are unaffected."""
+        with self._lock:
+            self._failures.append((f"whatsapp:{to}", status, code))
 
     def _create(self, request: Any) -> tuple[int, dict[str, str], str]:
         form = parse_qs(request.body if isinstance(request.body, str) else request.body.decode())
         with self._lock:
-            failure = self.failures.pop(0) if self.failures else None
+            failure = next((f for f in self._failures if f[0] == form["To"][0]), None)
             if failure:
-                status, code = failure
+                self._failures.remove(failure)
+                _, status, code = failure
                 return status, {}, json.dumps(twilio_error(status, code, "Twilio error"))
             self.sent.append(form)
         return 201, {}, json.dumps(message_resource(ACCOUNT_SID, form))
@@ -201,14 +260,14 @@ def twilio_api() -> Iterator[TwilioApi]:
 @pytest.fixture
 def settings_env(
     monkeypatch: pytest.MonkeyPatch,
-    app_database_url: str,
+    database: DatabaseUrls,
     upstash_bridge: UpstashBridge,
     fake_openai: FakeOpenAI,
     jwks: Any,
 ) -> dict[str, str]:
     """The environment a deployed function would get, pointing at the local services."""
     env = {
-        "DATABASE_URL": app_database_url,
+        "DATABASE_URL": database.app_url,
         "UPSTASH_REDIS_REST_URL": upstash_bridge.url,
         "UPSTASH_REDIS_REST_TOKEN": UPSTASH_TOKEN,
         "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
@@ -252,7 +311,7 @@ def make_services(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch)
 
     yield make
     for services in built:
-        services.db.close()
+        services.close()
     get_settings.cache_clear()
 
 
@@ -316,9 +375,25 @@ def webhook(make_services: Any) -> WebhookClient:
     return WebhookClient()
 
 
-def fresh_rate_window(needed_seconds: float = 10.0) -> None:
-    """Start a rate-limit test inside one 60 s window: upstash-ratelimit's sliding window floors
-    the previous window's weighted count, so a test straddling a boundary may see one more."""
-    into = time.time() % 60
-    if into > 60 - needed_seconds:
-        time.sleep(60 - into + 0.1)
+@pytest.fixture
+def rate_clock(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Freeze upstash-ratelimit's clock in the middle of a 60 s window: its sliding window
+    weighs the previous window's count by the time elapsed, so a real clock makes the exact
+    count a test sees depend on when it runs."""
+    import upstash_ratelimit.limiter
+
+    frozen_ms = int(time.time() // 60 * 60_000 + 30_000)
+    monkeypatch.setattr(upstash_ratelimit.limiter, "now_ms", lambda: frozen_ms)
+    return frozen_ms
+
+
+def eventually(condition: Any, timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll until `condition()` is truthy and return it; fail after a generous deadline.
+    For waiting on another thread or process, never for ordering events."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -12,7 +12,7 @@ import functions_framework
 from flask import Request, Response, jsonify
 from pydantic import ValidationError
 
-from shared.auth import AuthError, TokenVerifier, bearer_token
+from shared.auth import AuthError, AuthUnavailable, TokenVerifier, bearer_token
 from shared.config import MissingSettingError
 from shared.db import DatabaseUnavailable
 from shared.observability import capture, get_logger, set_trace, start_function
@@ -76,6 +76,10 @@ def send(request: Request) -> Response:
     except AuthError as exc:
         log.warning("rejected token", reason=str(exc))
         return _json(401, {"error": "unauthorized", "detail": "invalid or expired token"}, allowed)
+    except AuthUnavailable as exc:
+        log.error("signing keys unavailable", error=str(exc))
+        capture(exc)
+        return _json(503, {"error": "unavailable", "detail": "try again shortly"}, allowed)
 
     try:
         payload = SendRequest.model_validate(request.get_json(silent=True) or {})

@@ -70,16 +70,19 @@ def webhook(request: Request) -> Response:
 
     form = request.form.to_dict()
     try:
-        services = get_services()
-        if path == "/status":
-            apply_status_callback(services.db, StatusCallback.from_form(form))
-            return _twiml()
-        message = InboundMessage.from_form(form)
-        handle_inbound(services, message, Deadline(settings.request_budget_seconds))
-        return _twiml()
+        payload = (
+            StatusCallback.from_form(form) if path == "/status" else InboundMessage.from_form(form)
+        )
     except PayloadError as exc:
         log.warning("malformed Twilio form", reason=str(exc), path=path)
         return _error(400, f"malformed request: {exc}")
+    try:
+        services = get_services()
+        if isinstance(payload, StatusCallback):
+            apply_status_callback(services.db, payload)
+        else:
+            handle_inbound(services, payload, Deadline(settings.request_budget_seconds))
+        return _twiml()
     except DatabaseUnavailable as exc:
         # Not stored: 503 lets Twilio retry or use the fallback URL.
         log.error("database unavailable", error=str(exc))

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from devstack import bench
+from tests.conftest import DatabaseUrls
 
 
-def test_grow_to_adds_realistic_conversations(database_url: str) -> None:
+def test_grow_to_adds_realistic_conversations(isolated_database: DatabaseUrls) -> None:
+    database_url = isolated_database.owner_url
     import psycopg
     from psycopg.rows import dict_row
 
@@ -21,7 +23,8 @@ def test_grow_to_adds_realistic_conversations(database_url: str) -> None:
         factories.advisor(conn, factories.tenant(conn))
     before = bench.grow_to(database_url, 0)
     after = bench.grow_to(database_url, before + 4000)
-    assert before + 3900 <= after <= before + 4000
+    # At least the size asked for, overshooting by less than one message per conversation.
+    assert before + 4000 <= after < before + 4000 + 100
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "select count(distinct conversation_id), count(distinct advisor_id) from messages"
@@ -44,9 +47,10 @@ def test_bench_code_path_produces_numbers(
             assert all(
                 math.isfinite(row[k]) for k in ("p50", "p95", "p99", "throughput", "cpu_webhook_ms")
             )
-            assert row["redis_round_trips"] >= 0 and row["pg_round_trips"] >= 0
-    assert report["overhead"][0]["redis_round_trips"] > 0  # ours uses Redis; the baseline does not
-    assert report["baseline"][0]["redis_round_trips"] == 0
+    # Counted at the bridge: ours uses Redis for every message, the baseline never. (Postgres'
+    # own counters flush on their own schedule; the tiny run does not wait for them.)
+    assert all(row["redis_round_trips"] >= 1 for row in report["overhead"])
+    assert all(row["redis_round_trips"] == 0 for row in report["baseline"])
     growth = report["growth"][0]
     assert growth["stored"] >= bench.TINY.sizes[0]
     assert growth["capacity"][1] > 0 and math.isfinite(growth["list_p95"])

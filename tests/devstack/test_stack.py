@@ -25,12 +25,14 @@ from tests.conftest import ROOT
 
 
 def _lines(process: subprocess.Popen[str]) -> queue.Queue[str]:
+    """The process' output, line by line; the pipe is closed when the process ends it."""
     lines: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:
         assert process.stdout
-        for line in process.stdout:
-            lines.put(line)
+        with process.stdout:
+            for line in process.stdout:
+                lines.put(line)
 
     threading.Thread(target=pump, daemon=True).start()
     return lines
@@ -107,9 +109,8 @@ def test_make_dev_runs_the_system_and_stops_on_ctrl_c(stack_env: dict[str, str])
             raise
     assert process.returncode == 0
     assert children, "the stack started no child processes"
-    time.sleep(0.5)
-    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-    assert alive == []
+    _, alive = psutil.wait_procs(children, timeout=15)  # children exit after their parent
+    assert [c for c in alive if c.status() != psutil.STATUS_ZOMBIE] == []
 
 
 def test_taken_port_is_refused_clearly(stack_env: dict[str, str]) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -9,12 +10,13 @@ from upstash_redis import Redis
 from upstash_redis.errors import UpstashError
 
 from devstack.upstash_bridge import UpstashBridge
-from tests.conftest import UPSTASH_TOKEN, fresh_rate_window
+from tests.conftest import UPSTASH_TOKEN
 
 
 @pytest.fixture
-def client(upstash_bridge: UpstashBridge) -> Redis:
-    return Redis(url=upstash_bridge.url, token=UPSTASH_TOKEN, rest_retries=0)
+def client(upstash_bridge: UpstashBridge) -> Iterator[Redis]:
+    with Redis(url=upstash_bridge.url, token=UPSTASH_TOKEN, rest_retries=0) as redis:
+        yield redis
 
 
 def key() -> str:
@@ -53,8 +55,11 @@ def test_wrong_token_is_401(upstash_bridge: UpstashBridge) -> None:
     )
     assert response.status_code == 401
     assert "error" in response.json()
-    with pytest.raises(UpstashError):
-        Redis(url=upstash_bridge.url, token="wrong", rest_retries=0).get("x")
+    with (
+        pytest.raises(UpstashError),
+        Redis(url=upstash_bridge.url, token="wrong", rest_retries=0) as wrong,
+    ):
+        wrong.get("x")
 
 
 def test_command_error_is_400_with_message(upstash_bridge: UpstashBridge, client: Redis) -> None:
@@ -69,8 +74,8 @@ def test_command_error_is_400_with_message(upstash_bridge: UpstashBridge, client
     assert "not an integer" in response.json()["error"]
 
 
+@pytest.mark.usefixtures("rate_clock")
 def test_sliding_window_allows_exactly_n(client: Redis) -> None:
-    fresh_rate_window()
     limiter = Ratelimit(
         redis=client, limiter=SlidingWindow(max_requests=5, window=60), prefix=key()
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +13,7 @@ import requests
 
 from devstack import functions
 from devstack.twilio_emulator import TwilioEmulator
+from shared.auth import LEEWAY_SECONDS
 from tests import factories as f
 from tests.conftest import (
     ACCOUNT_SID,
@@ -22,7 +22,6 @@ from tests.conftest import (
     SEND_SOURCE,
     Jwks,
     TwilioApi,
-    fresh_rate_window,
     mint_token,
 )
 
@@ -95,7 +94,7 @@ def test_token_checks(send: SendClient, team: dict[str, Any], jwks: Jwks) -> Non
     user = team["users"]["a"]
     assert send.post(body).status_code == 401
     assert send.post(body, "not-a-jwt").status_code == 401
-    assert send.post(body, mint_token(user, expires_in=-10)).status_code == 401
+    assert send.post(body, mint_token(user, expires_in=-LEEWAY_SECONDS - 60)).status_code == 401
     assert (
         send.post(
             body, mint_token(user, secret="another-secret-of-at-least-32-chars!!")
@@ -103,9 +102,10 @@ def test_token_checks(send: SendClient, team: dict[str, Any], jwks: Jwks) -> Non
         == 401
     )
     assert send.post(body, mint_token(user, audience="anon")).status_code == 401
+    fetches = jwks.fetches
     assert send.post(body, mint_token(user, rsa=jwks)).status_code == 202
     assert send.post(body, mint_token(user, rsa=jwks)).status_code == 202
-    assert jwks.fetches <= 1  # keys are cached, not fetched per request
+    assert jwks.fetches - fetches == 1  # keys are cached, not fetched per request
     assert send.post(body, mint_token(user)).get_json()["status"] == "queued"
 
 
@@ -189,8 +189,8 @@ def test_opted_out_customer_is_409(
     assert response.status_code == 409 and response.get_json()["error"] == "opted_out"
 
 
+@pytest.mark.usefixtures("rate_clock")
 def test_advisor_rate_limit_is_429(make_services: Any, team: dict[str, Any]) -> None:
-    fresh_rate_window()
     make_services(SEND_RATE_LIMIT_PER_MINUTE="2")
     send = SendClient()
     token = mint_token(team["users"]["a"])
@@ -212,7 +212,11 @@ def test_twilio_refusal_is_502_and_stored_failed(
     status: int,
     code: int,
 ) -> None:
-    twilio_api.failures.append((status, code))
+    customer = db.execute(
+        "select customer_phone from conversations where id = %s", (team["conversations"]["a"],)
+    ).fetchone()
+    assert customer
+    twilio_api.fail_next(customer["customer_phone"], status, code)
     response = send.post(
         {"conversation_id": team["conversations"]["a"], "body": "hola"},
         mint_token(team["users"]["a"]),
@@ -276,10 +280,8 @@ def test_served_send_answers_http(
     body = {"conversation_id": team["conversations"]["b"], "body": "desde el panel"}
     assert requests.post(url + "/messages", json=body, timeout=10).status_code == 401
     token = mint_token(team["users"]["b"])
-    started = time.monotonic()
     response = requests.post(
         url + "/messages", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
     assert response.status_code == 202, response.text
-    assert time.monotonic() - started < 5
     assert [m["body"] for m in emulator.messages] == ["desde el panel"]

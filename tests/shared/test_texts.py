@@ -45,3 +45,20 @@ def test_history_maps_authors_to_roles() -> None:
         {"role": "assistant", "content": "¿qué tal?"},
         {"role": "user", "content": "nota de voz"},
     ]
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "👍🏽",
+        "🇨🇴",
+        "👨‍👩‍👧",
+        "❤️",
+        "é",
+    ],  # skin tone, flag, ZWJ family, variation selector, e + accent
+)
+def test_hard_split_never_breaks_an_emoji_or_accent(unit: str) -> None:
+    text = unit * 1000  # no spaces: every cut is a hard cut
+    chunks = split_message(text, 1600)
+    assert "".join(chunks) == text
+    assert all(len(c) <= 1600 and c == unit * (len(c) // len(unit)) for c in chunks)

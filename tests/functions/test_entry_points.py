@@ -1,0 +1,126 @@
+"""The three entry points called directly inside Flask's `test_request_context`, as Cloud
+Functions samples test them: every answer that needs no service, in milliseconds."""
+
+from __future__ import annotations
+
+import importlib.util
+import uuid
+from types import ModuleType
+from typing import Any
+
+import flask
+import pytest
+
+import shared.services
+from shared.config import get_settings
+from tests.conftest import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    CLEANUP_TOKEN,
+    DASHBOARD_ORIGIN,
+    JWT_SECRET,
+    PUBLIC_URL,
+    ROOT,
+    inbound_form,
+    mint_token,
+    sign,
+)
+
+ENV = {
+    # Nothing here is ever reached: each request below is answered before any service is used.
+    "DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none",
+    "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+    "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+    "WEBHOOK_PUBLIC_URL": PUBLIC_URL,
+    "OPENAI_API_KEY": "sk-test",
+    "SUPABASE_JWT_SECRET": JWT_SECRET,
+    "DASHBOARD_ORIGINS": DASHBOARD_ORIGIN,
+    "CLEANUP_TOKEN": CLEANUP_TOKEN,
+    "SENTRY_DSN": "",
+}
+
+
+@pytest.fixture
+def load(monkeypatch: pytest.MonkeyPatch) -> Any:
+    for key in ("SUPABASE_URL", "SUPABASE_JWKS_URL"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    monkeypatch.setattr(shared.services, "_services", None)  # whatever these build stays here
+
+    def load(name: str) -> ModuleType:
+        path = ROOT / "functions" / name / "main.py"
+        spec = importlib.util.spec_from_file_location(f"entry_{name}_{uuid.uuid4().hex}", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    get_settings.cache_clear()
+
+
+def call(entry: Any, method: str = "POST", path: str = "/", **kwargs: Any) -> flask.Response:
+    with flask.Flask(__name__).test_request_context(path, method=method, **kwargs):
+        return flask.make_response(entry(flask.request))
+
+
+def test_webhook_answers_without_services(load: Any) -> None:
+    webhook = load("webhook").webhook
+    assert call(webhook, "GET", "/health").get_json() == {"status": "ok", "function": "webhook"}
+    assert call(webhook, "POST", "/elsewhere").status_code == 404
+    assert call(webhook, "GET", "/").status_code == 405
+    form = inbound_form("+573001112233", "+14155238886")
+    assert call(webhook, data=form).status_code == 403  # no signature
+    wrong = {"X-Twilio-Signature": sign(PUBLIC_URL + "/other", form)}
+    assert call(webhook, data=form, headers=wrong).status_code == 403
+    bad = {**form, "From": "whatsapp:12"}
+    response = call(webhook, data=bad, headers={"X-Twilio-Signature": sign(PUBLIC_URL, bad)})
+    assert response.status_code == 400 and "From" in response.get_data(as_text=True)
+
+
+def test_webhook_refuses_to_start_without_its_secrets(
+    load: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    get_settings.cache_clear()
+    with pytest.raises(Exception, match="OPENAI_API_KEY"):
+        load("webhook")
+
+
+def test_send_answers_without_services(load: Any) -> None:
+    send = load("send").send
+    origin = {"Origin": DASHBOARD_ORIGIN}
+    preflight = call(send, "OPTIONS", "/messages", headers=origin)
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == DASHBOARD_ORIGIN
+    assert (
+        call(send, "OPTIONS", "/messages", headers={"Origin": "https://evil.test"}).status_code
+        == 403
+    )
+    assert call(send, "POST", "/other").status_code == 404
+    assert call(send, "GET", "/messages").status_code == 405
+    assert call(send, "POST", "/messages", json={}).status_code == 401
+    token = {"Authorization": f"Bearer {mint_token(uuid.uuid4())}", **origin}
+    invalid = call(send, "POST", "/messages", json={"conversation_id": "x"}, headers=token)
+    assert invalid.status_code == 422 and invalid.get_json()["error"] == "invalid_body"
+    assert invalid.headers["Access-Control-Allow-Origin"] == DASHBOARD_ORIGIN
+
+
+def test_send_with_unreachable_keys_is_503(
+    load: Any, monkeypatch: pytest.MonkeyPatch, jwks: Any
+) -> None:
+    monkeypatch.setenv("SUPABASE_JWKS_URL", "http://127.0.0.1:9/auth/v1/.well-known/jwks.json")
+    get_settings.cache_clear()
+    send = load("send").send
+    token = mint_token(uuid.uuid4(), rsa=jwks)
+    answer = call(send, "POST", "/messages", json={}, headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 503 and answer.get_json()["error"] == "unavailable"
+
+
+def test_cleanup_answers_without_services(load: Any) -> None:
+    cleanup = load("cleanup").cleanup
+    assert call(cleanup, "GET").status_code == 405
+    assert call(cleanup).status_code == 401
+    assert call(cleanup, headers={"Authorization": "Bearer wrong"}).status_code == 401

@@ -1,0 +1,70 @@
+"""The Upstash facade fails open on transport errors: Postgres stays the ground truth."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from devstack.upstash_bridge import UpstashBridge
+from shared.upstash import Admission, Upstash
+from tests.conftest import UPSTASH_TOKEN
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(params=["unreachable", "wrong token"])
+def broken(request: pytest.FixtureRequest, upstash_bridge: UpstashBridge) -> Iterator[Upstash]:
+    if request.param == "unreachable":
+        upstash = Upstash(f"http://127.0.0.1:{_closed_port()}", UPSTASH_TOKEN, timeout=1)
+    else:
+        upstash = Upstash(upstash_bridge.url, "not-the-token", timeout=1)
+    yield upstash
+    upstash.close()
+
+
+def test_every_call_answers_unknown_instead_of_raising(broken: Upstash) -> None:
+    assert broken.claim("dedup:x", 60) is None
+    assert broken.admit("dedup:y", 60, [("rl:c", 1, "a"), ("rl:a", 1, "b")]) == Admission(
+        None, (True, True)
+    )
+    assert broken.get("k") is None
+    broken.set("k", "v", 10)
+    assert broken.set_if_newer("k", "v", 10) is None
+    assert broken.acquire_lock("lock:k", 1) is None
+    broken.release_lock("lock:k", "token")
+    assert broken.allow("rl:send", 1, "advisor") is True
+    assert broken.calls == 8  # each one tried Redis once
+
+
+@pytest.fixture
+def upstash(upstash_bridge: UpstashBridge) -> Iterator[Upstash]:
+    client = Upstash(upstash_bridge.url, UPSTASH_TOKEN, timeout=5)
+    yield client
+    client.close()
+
+
+def test_claim_and_lock_semantics(upstash: Upstash) -> None:
+    key = f"dedup:{uuid.uuid4().hex}"
+    assert upstash.claim(key, 60) is True
+    assert upstash.claim(key, 60) is False
+    token = upstash.acquire_lock("lock:" + key, 5)
+    assert isinstance(token, str)
+    assert upstash.acquire_lock("lock:" + key, 5) is False
+    upstash.release_lock("lock:" + key, "someone else's token")
+    assert upstash.acquire_lock("lock:" + key, 5) is False
+    upstash.release_lock("lock:" + key, token)
+    assert isinstance(upstash.acquire_lock("lock:" + key, 5), str)
+
+
+def test_set_if_newer_keeps_the_largest(upstash: Upstash) -> None:
+    key = f"latest:{uuid.uuid4().hex}"
+    assert upstash.set_if_newer(key, "0002:b", 60) == "0002:b"
+    assert upstash.set_if_newer(key, "0001:a", 60) == "0002:b"
+    assert upstash.set_if_newer(key, "0003:c", 60) == "0003:c"
