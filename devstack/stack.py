@@ -153,12 +153,12 @@ class Stack:
         """Start (or reuse) Postgres and prepare the database; return the admin URL."""
         admin_url = self._exit.enter_context(postgres.server(self._data_dir("postgres")))
         if self.fresh_database:
-            self.database_url = self._exit.enter_context(postgres.fresh_database(admin_url, "dev"))
+            database = self._exit.enter_context(postgres.fresh_database(admin_url, "dev"))
         elif os.environ.get("DATABASE_URL"):
-            self.database_url = admin_url
+            database = admin_url
         else:
-            self.database_url = postgres.ensure_database(admin_url, "whatsapp")
-        prepare_database(self.database_url, seed=True)
+            database = postgres.ensure_database(admin_url, "whatsapp")
+        self.database_url = prepare_database(database, seed=True)
         return admin_url
 
     def _data_dir(self, name: str) -> Path | None:

@@ -20,6 +20,22 @@ class DatabaseUnavailable(RuntimeError):
     """Postgres could not be reached in time; callers answer 503 so the sender retries."""
 
 
+# What a refusal by the database means for the caller of an HTTP function (SQLSTATE, or its
+# two-character class). Anything else is treated as the database being unwell: 503, retry.
+_REFUSALS = {
+    "42501": (403, "forbidden"),  # insufficient_privilege
+    "P0002": (404, "not_found"),  # no_data_found, raised by our functions
+    "22": (422, "invalid_value"),  # data exception (bad text, number out of range, NUL byte)
+    "23": (409, "conflict"),  # integrity constraint violation
+}
+
+
+def refusal(exc: psycopg.Error) -> tuple[int, str]:
+    """(HTTP status, error code) for a database error; client-side data errors count as 22."""
+    state = exc.sqlstate or ("22000" if isinstance(exc, psycopg.DataError) else "")
+    return _REFUSALS.get(state) or _REFUSALS.get(state[:2]) or (503, "unavailable")
+
+
 class Database:
     def __init__(self, url: str, pool_size: int = 4, timeout: float = 5.0) -> None:
         self._pool = ConnectionPool(

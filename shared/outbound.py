@@ -3,7 +3,6 @@ rules, store the message before Twilio is called, send it, and remember the answ
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -129,25 +128,13 @@ def send_advisor_message(
 def _visible_conversation(
     services: Services, claims: dict[str, Any], conversation_id: UUID
 ) -> dict[str, Any] | None:
-    """Look the conversation up as the caller, so the database's RLS policies decide."""
-    with services.db.transaction() as conn:
-        conn.execute(
-            "select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true)",
-            (json.dumps(claims),),
-        )
-        row = conn.execute(
-            "select c.advisor_id, c.customer_phone, c.opted_out_at, c.last_inbound_at,"
-            " a.twilio_phone_number from public.conversations c"
-            " join public.advisors a on a.id = c.advisor_id where c.id = %s",
-            (conversation_id,),
-        ).fetchone()
+    """The conversation if this user may see it, decided in SQL by the same rule as the
+    conversations' RLS policy (public.conversation_for_sender)."""
+    row: dict[str, Any] | None = services.db.value(
+        "select public.conversation_for_sender(%s, %s)", (str(claims["sub"]), conversation_id)
+    )
     if row is None:
         return None
-    keys = (
-        "advisor_id",
-        "customer_phone",
-        "opted_out_at",
-        "last_inbound_at",
-        "twilio_phone_number",
-    )
-    return dict(zip(keys, row, strict=True))
+    for key in ("opted_out_at", "last_inbound_at"):
+        row[key] = datetime.fromisoformat(row[key]) if row[key] else None
+    return row

@@ -1,6 +1,9 @@
 -- Demo data: one tenant, an admin login, and the seven advisors of the original documents,
 -- each with a login user, so a dashboard or the local stack works at once.
 -- Logins use the password dev-password (its bcrypt hash below, as Supabase Auth stores it). Never load this on a real project.
+-- Users are written as Supabase Auth (GoTrue) writes them, so they can sign in with email and
+-- password: confirmed email, empty strings (not NULL) in the token columns GoTrue scans, and
+-- an email identity per user.
 
 insert into auth.users (instance_id, id, aud, role, email, encrypted_password, email_confirmed_at,
   raw_app_meta_data, raw_user_meta_data)
@@ -30,6 +33,25 @@ values
    'carmen@demo.local', '$2b$10$I97.JXUWT.qyhZ2MzHd0S.yfMYd5reIJpskeYbZinJ8boacHsWAdi', now(),
    '{"provider": "email", "providers": ["email"]}', '{"full_name": "Carmen Vega"}')
 on conflict (id) do nothing;
+
+update auth.users set
+  confirmation_token = coalesce(confirmation_token, ''),
+  recovery_token = coalesce(recovery_token, ''),
+  email_change_token_new = coalesce(email_change_token_new, ''),
+  email_change = coalesce(email_change, ''),
+  created_at = coalesce(created_at, now()),
+  updated_at = coalesce(updated_at, now())
+where email like '%@demo.local';
+
+insert into auth.identities (provider_id, user_id, identity_data, provider, last_sign_in_at,
+  created_at, updated_at)
+select u.id::text, u.id,
+  jsonb_build_object('sub', u.id::text, 'email', u.email, 'email_verified', true,
+    'phone_verified', false),
+  'email', now(), now(), now()
+from auth.users u
+where u.email like '%@demo.local'
+on conflict (provider_id, provider) do nothing;
 
 insert into public.tenants (id, name) values
   ('00000000-0000-4000-8000-00000000a001', 'Demo Business')

@@ -47,7 +47,8 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def template_database_url(pg_admin_url: str) -> Iterator[str]:
-    """The Supabase bootstrap and every migration, applied once; test databases are its copies."""
+    """The Supabase bootstrap and every migration (applied as the non-superuser `postgres`),
+    once; test databases are copies of this one (superuser URL, for copying)."""
     with postgres.fresh_database(pg_admin_url, prefix="template") as url:
         prepare_database(url)
         yield url
@@ -55,9 +56,10 @@ def template_database_url(pg_admin_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def database_url(pg_admin_url: str, template_database_url: str) -> Iterator[str]:
-    """The session's shared database (owner URL). Tests in it only look at rows they made."""
+    """The session's shared database, as its owner `postgres`. Tests in it only look at rows
+    they made."""
     with postgres.fresh_database(pg_admin_url, "test", template_database_url) as url:
-        yield url
+        yield postgres.owner_url(url)
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +83,8 @@ class DatabaseUrls:
 @contextmanager
 def _own_database(pg_admin_url: str, template_url: str, app_role: str) -> Iterator[DatabaseUrls]:
     with postgres.fresh_database(pg_admin_url, "own", template_url) as url:
-        yield DatabaseUrls(url, postgres.with_params(url, user=app_role, password="dev-password"))
+        app_url = postgres.with_params(url, user=app_role, password="dev-password")
+        yield DatabaseUrls(postgres.owner_url(url), app_url)
 
 
 @pytest.fixture
@@ -114,7 +117,8 @@ def isolated_database(
 
 @pytest.fixture
 def db(database: DatabaseUrls) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-    """An owner connection in autocommit for arranging and checking data."""
+    """A connection as the migration owner `postgres` (not a superuser, bypasses RLS, may act
+    as the API roles) in autocommit, for arranging and checking data."""
     with psycopg.connect(database.owner_url, autocommit=True, row_factory=dict_row) as conn:
         yield conn
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import functions_framework
+import psycopg
 from flask import Request, Response, jsonify
 from pydantic import ValidationError
 
 from shared.auth import AuthError, AuthUnavailable, TokenVerifier, bearer_token
 from shared.config import MissingSettingError
-from shared.db import DatabaseUnavailable
+from shared.db import DatabaseUnavailable, refusal
 from shared.observability import capture, get_logger, set_trace, start_function
 from shared.outbound import SendRequest, send_advisor_message
 from shared.services import get_services
@@ -95,4 +96,11 @@ def send(request: Request) -> Response:
     except DatabaseUnavailable as exc:
         capture(exc)
         return _json(503, {"error": "unavailable", "detail": "try again shortly"}, allowed)
+    except psycopg.Error as exc:
+        status, code = refusal(exc)
+        log.warning("database refused the send", sqlstate=exc.sqlstate, error=str(exc)[:200])
+        if status == 503:
+            capture(exc)
+        detail = "try again shortly" if status == 503 else "the database refused this request"
+        return _json(status, {"error": code, "detail": detail}, allowed)
     return _json(answer.status, answer.body, allowed)

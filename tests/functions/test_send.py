@@ -285,3 +285,35 @@ def test_served_send_answers_http(
     )
     assert response.status_code == 202, response.text
     assert [m["body"] for m in emulator.messages] == ["desde el panel"]
+
+
+def test_a_body_the_database_cannot_store_is_422_and_nothing_is_sent(
+    send: SendClient, team: dict[str, Any], twilio_api: TwilioApi
+) -> None:
+    response = send.post(
+        {"conversation_id": team["conversations"]["a"], "body": "hola\x00"},
+        mint_token(team["users"]["a"]),
+    )
+    assert response.status_code == 422 and response.get_json()["error"] == "invalid_value"
+    assert twilio_api.sent == []
+
+
+@pytest.mark.own_database
+def test_a_database_refusal_is_403_not_500(
+    send: SendClient, team: dict[str, Any], db: psycopg.Connection[Any], twilio_api: TwilioApi
+) -> None:
+    db.execute(
+        "revoke execute on function public.conversation_for_sender(uuid, uuid)"
+        " from assistant_functions"
+    )
+    response = send.post(
+        {"conversation_id": team["conversations"]["a"], "body": "hola"},
+        mint_token(team["users"]["a"]),
+    )
+    assert response.status_code == 403 and response.get_json()["error"] == "forbidden"
+    assert twilio_api.sent == []
+
+
+def test_a_token_whose_sub_is_not_a_user_id_is_401(send: SendClient, team: dict[str, Any]) -> None:
+    body = {"conversation_id": team["conversations"]["a"], "body": "hola"}
+    assert send.post(body, mint_token("service-account")).status_code == 401
