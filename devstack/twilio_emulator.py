@@ -55,6 +55,22 @@ def message_resource(
     }
 
 
+def message_page(account_sid: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """One page of Twilio's Messages list, newest first, in Twilio's paging envelope."""
+    uri = f"/{API_VERSION}/Accounts/{account_sid}/Messages.json?PageSize=50&Page=0"
+    return {
+        "messages": messages,
+        "end": max(len(messages) - 1, 0),
+        "first_page_uri": uri,
+        "next_page_uri": None,
+        "page": 0,
+        "page_size": 50,
+        "previous_page_uri": None,
+        "start": 0,
+        "uri": uri,
+    }
+
+
 def twilio_error(status: int, code: int, message: str) -> dict[str, Any]:
     return {
         "code": code,
@@ -123,13 +139,13 @@ class TwilioEmulator:
                 int(spec.get("code", 20500)),
             )
             return Response(200, {"ok": True})
-        if (
-            path == f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json"
-            and request.method == "POST"
-        ):
+        if path == f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json":
             if not self._authorized(request):
                 return Response(401, twilio_error(401, 20003, "Authenticate"))
-            return self._create(request.form())
+            if request.method == "POST":
+                return self._create(request.form())
+            if request.method == "GET":
+                return Response(200, message_page(self.account_sid, self._list(request.query)))
         return Response(404, twilio_error(404, 20404, "The requested resource was not found"))
 
     def _create(self, form: dict[str, list[str]]) -> Response:
@@ -156,6 +172,17 @@ class TwilioEmulator:
         if record["status_callback"]:
             threading.Thread(target=self._post_callbacks, args=(record,), daemon=True).start()
         return Response(201, resource)
+
+    def _list(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        """Newest first, filtered by To and From, as Twilio's Messages list answers."""
+        keys = ("sid", "to", "from", "body", "status", "date_created")  # resource fields
+        with self._lock:
+            found = [
+                m for m in reversed(self.messages)
+                if all(m[k.lower()] == query[k][0] for k in ("To", "From") if k in query)
+            ]  # fmt: skip
+        base = message_resource(self.account_sid, {})
+        return [{**base, **{k: m[k] for k in keys}} for m in found]
 
     def _post_callbacks(self, record: dict[str, Any]) -> None:
         for status in self.callback_statuses:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -15,7 +15,7 @@ from shared.inbound import answer_turn
 from shared.media import store_inbound_media
 from shared.observability import capture, get_logger
 from shared.services import Deadline, Services
-from shared.whatsapp import RETRYABLE_CODES
+from shared.whatsapp import RETRYABLE_CODES, SendResult
 
 log = get_logger(__name__)
 Part = Callable[[Services, Deadline], dict[str, int]]
@@ -92,10 +92,11 @@ def _answer_unanswered(services: Services, deadline: Deadline) -> dict[str, int]
                 continue
             outcome = answer_turn(
                 services, advisor, turn["customer_phone"], str(turn["conversation_id"]),
-                str(turn["message_id"]), turn["history"], Deadline(s.request_budget_seconds),
+                turn["history"], Deadline(s.request_budget_seconds),
                 audio_available=bool(turn["audio_available"]),
             )  # fmt: skip
-            counts["turns_answered" if outcome.action != "busy" else "turns_skipped"] += 1
+            answered = outcome.action not in ("busy", "withheld")
+            counts["turns_answered" if answered else "turns_skipped"] += 1
 
     return counts
 
@@ -137,15 +138,7 @@ def _resend(services: Services, deadline: Deadline) -> dict[str, int]:
         if not resends:
             break
         for row in resends:
-            items = row["media"] or []
-            template = next((m for m in items if m.get("type") == "template"), None)
-            urls = [m["url"] for m in items if m.get("url")]
-            result = services.whatsapp.send(
-                row["twilio_phone_number"], row["customer_phone"], body=row["body"],
-                media_urls=urls or None,
-                content_sid=template["content_sid"] if template else None,
-                content_variables=template.get("variables") if template else None,
-            )  # fmt: skip
+            result = _already_sent(services, row) or _send_row(services, row)
             services.db.value(
                 "select public.finish_resend(%s, %s, %s, %s, %s)",
                 (row["message_id"], result.sid, result.status, result.error_code,
@@ -153,6 +146,38 @@ def _resend(services: Services, deadline: Deadline) -> dict[str, int]:
             )  # fmt: skip
             counts["resent" if result.ok else "resend_failed"] += 1
     return counts
+
+
+def _already_sent(services: Services, row: dict[str, Any]) -> SendResult | None:
+    """A row committed but never recorded as sent may have reached Twilio before a crash: ask
+    Twilio before sending it again, never resend blindly. If Twilio cannot say, the row goes
+    back to failed without a code, so the next run asks again."""
+    maybe_sent = row["status_before"] == "queued" or (
+        row["status_before"] == "failed" and row["error_code_before"] is None  # a timeout
+    )
+    if not maybe_sent:
+        return None
+    try:
+        return services.whatsapp.find_sent(
+            row["twilio_phone_number"], row["customer_phone"], row["body"],
+            datetime.fromisoformat(row["created_at"]),
+        )  # fmt: skip
+    except Exception as exc:
+        log.warning("could not ask Twilio whether a message was sent", error=repr(exc)[:200])
+        return SendResult(None, "failed", None, "unknown whether sent: Twilio list failed")
+
+
+def _send_row(services: Services, row: dict[str, Any]) -> SendResult:
+    items = row["media"] or []
+    template = next((m for m in items if m.get("type") == "template"), None)
+    urls = [m["url"] for m in items if m.get("url")]
+    return services.whatsapp.send(
+        row["twilio_phone_number"], row["customer_phone"], body=row["body"],
+        media_urls=urls or None,
+        content_sid=template["content_sid"] if template else None,
+        content_variables=template.get("variables") if template else None,
+        message_id=str(row["message_id"]),
+    )  # fmt: skip
 
 
 def _remove_objects(services: Services, paths: list[str]) -> int:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# How much longer than a request's budget the per-conversation lock must live.
+LOCK_MARGIN_SECONDS = 5.0
 
 
 class MissingSettingError(RuntimeError):
@@ -38,7 +41,8 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
     openai_timeout_seconds: float = Field(default=8.0, gt=0)
-    openai_max_retries: int = Field(default=1, ge=0)
+    # No hidden retries: a retry with a fresh timeout would run past the request's deadline.
+    openai_max_retries: int = Field(default=0, ge=0)
     sentry_dsn: str | None = None
     sentry_environment: str = "production"
     supabase_url: str | None = None
@@ -86,6 +90,16 @@ class Settings(BaseSettings):
     send_rate_limit_per_minute: int = Field(default=60, ge=1)
     # Dashboard origins allowed to call the send function from a browser (comma-separated).
     dashboard_origins: str = ""
+
+    @model_validator(mode="after")
+    def _lock_outlives_the_budget(self) -> Settings:
+        # A lock that expired mid-turn would let a second instance start the same turn.
+        if self.conversation_lock_seconds < self.request_budget_seconds + LOCK_MARGIN_SECONDS:
+            raise ValueError(
+                f"CONVERSATION_LOCK_SECONDS must be at least REQUEST_BUDGET_SECONDS + "
+                f"{LOCK_MARGIN_SECONDS:g} ({self.request_budget_seconds + LOCK_MARGIN_SECONDS:g})"
+            )
+        return self
 
     @property
     def allowed_origins(self) -> set[str]:

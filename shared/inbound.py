@@ -1,6 +1,16 @@
-"""One inbound WhatsApp message, end to end (DESIGN.md): dedup, route, limit, store, decide,
-answer the burst once, reply or hand off. Nothing here raises for a downstream failure once the
-message is stored: failures become rows (failed sends, error runs) the cleanup sweep can finish.
+"""One inbound WhatsApp message, end to end (DESIGN.md): route, limit, store, decide, answer
+the burst once, reply or hand off, and answer live whatever arrives meanwhile.
+
+The promises, and where each is kept:
+- Postgres is the authority for "seen": Redis only short-circuits sids Postgres stored, so a
+  request that failed before storing is stored when Twilio redelivers it.
+- Once stored, nothing raises: failures become rows (unhandled turns, queued or failed sends)
+  the cleanup sweep finishes, and the webhook answers 200.
+- A reply is committed before it is sent (`commit_reply` refuses when a human took over, the AI
+  was paused, or the turn was answered meanwhile), so no turn is answered twice and the AI never
+  talks over a person.
+- The instance that holds a conversation answers, before it lets go, every message that
+  arrived while it worked; the others return at once.
 """
 
 from __future__ import annotations
@@ -23,8 +33,10 @@ from shared.whatsapp import SendResult
 
 log = get_logger(__name__)
 
-# Seconds kept back from the budget for sending and recording after the model answers.
+# Seconds kept back from the budget for committing, sending and recording after the model.
 _AFTER_MODEL_RESERVE = 3.0
+# Below this much time left, a pending message is left to the sweep rather than half-answered.
+_MIN_TURN_SECONDS = 4.0
 
 
 @dataclass(frozen=True)
@@ -35,31 +47,31 @@ class Outcome:
 
 
 def handle_inbound(services: Services, msg: InboundMessage, deadline: Deadline) -> Outcome:
+    """Store the message (errors before that propagate: the caller answers 503 and Twilio
+    redelivers), then answer it; after storing, nothing propagates."""
     settings, upstash = services.settings, services.upstash
     sid = msg.message_sid
     advisor = services.router.advisor_for(msg.advisor_number)
     if advisor is None:
-        if upstash and upstash.claim(f"dedup:{sid}", settings.dedup_ttl_seconds) is False:
-            return Outcome("duplicate")
+        # Postgres dedups unrouted rows by sid; the raw form is kept whole.
         services.db.value(
             "select public.store_unrouted(%s, %s, %s, %s)",
-            (sid, msg.advisor_number, msg.customer_phone, msg.model_dump_json(by_alias=True)),
+            (sid, msg.advisor_number, msg.customer_phone, Jsonb(msg.raw)),
         )
         log.warning("inbound for a number with no active advisor", to=msg.advisor_number, sid=sid)
         return Outcome("unrouted")
 
-    # One Redis round trip: the sid's dedup claim and both rate limits.
+    seen_key = f"seen:{sid}"
     permitted = True
-    if upstash:
+    if upstash:  # one Redis round trip: stored already?, and both rate limits
         admission = upstash.admit(
-            f"dedup:{sid}",
-            settings.dedup_ttl_seconds,
+            seen_key,
             [
                 ("rl:customer", settings.rate_limit_customer_per_minute, msg.customer_phone),
                 ("rl:advisor", settings.rate_limit_advisor_per_minute, advisor.id),
             ],
         )
-        if admission.new is False:
+        if admission.seen:
             log.info("duplicate delivery", sid=sid)
             return Outcome("duplicate")
         customer_ok, advisor_ok = admission.allowed
@@ -76,24 +88,35 @@ def handle_inbound(services: Services, msg: InboundMessage, deadline: Deadline) 
     opt = opt_keyword(msg.body)
     state: dict[str, Any] = services.db.value(
         "select public.ingest_inbound(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (
-            advisor.id,
-            msg.customer_phone,
-            msg.profile_name,
-            sid,
-            msg.body,
-            _json(msg.media_json()),
-            opt,
-            permitted,
-            settings.history_limit,
-        ),
-    )
+        (advisor.id, msg.customer_phone, msg.profile_name, sid, msg.body,
+         Jsonb(msg.media_json()), opt, permitted, settings.history_limit),
+    )  # fmt: skip
     message_id, conversation_id = str(state["message_id"]), str(state["conversation_id"])
-    outcome = Outcome("stored", message_id, conversation_id)
+    try:
+        return _after_storing(services, advisor, msg, state, opt, seen_key, deadline)
+    except Exception as exc:  # stored: the sweep finishes whatever did not happen
+        log.error("failed after storing; left to the sweep", error=repr(exc)[:300], sid=sid)
+        capture(exc)
+        return Outcome("stored", message_id, conversation_id)
+
+
+def _after_storing(
+    services: Services,
+    advisor: Advisor,
+    msg: InboundMessage,
+    state: dict[str, Any],
+    opt: str | None,
+    seen_key: str,
+    deadline: Deadline,
+) -> Outcome:
+    upstash, ttl = services.upstash, services.settings.dedup_ttl_seconds
+    message_id, conversation_id = str(state["message_id"]), str(state["conversation_id"])
     if not state["is_new"]:
-        log.info("duplicate delivery (database)", sid=sid, message_id=message_id)
+        if upstash:
+            upstash.remember(seen_key, ttl)
+        log.info("duplicate delivery (database)", sid=msg.message_sid, message_id=message_id)
         return Outcome("duplicate", message_id, conversation_id)
-    log.info("inbound stored", sid=sid, message_id=message_id, conversation_id=conversation_id)
+    log.info("inbound stored", sid=msg.message_sid, message_id=message_id)
 
     history: list[dict[str, Any]] = state["history"]
     images: dict[str, list[str]] = {}
@@ -104,7 +127,7 @@ def handle_inbound(services: Services, msg: InboundMessage, deadline: Deadline) 
         )  # fmt: skip
         services.db.value(
             "select public.update_inbound_media(%s, %s, %s)",
-            (message_id, _json(media.media), media.transcript),
+            (message_id, Jsonb(media.media), media.transcript),
         )
         for item in history:
             if str(item.get("id")) == message_id:
@@ -112,35 +135,30 @@ def handle_inbound(services: Services, msg: InboundMessage, deadline: Deadline) 
         if media.image_urls:
             images[message_id] = media.image_urls
 
-    if state["opt_changed"]:
-        kind = "opted_out" if opt == "out" else "opted_in"
-        _send_and_record(
-            services,
-            advisor,
-            msg.customer_phone,
-            conversation_id,
-            [notice(kind, advisor.settings)],
-            author="system",
-            handled_up_to=message_id,
-        )
-        return Outcome(kind, message_id, conversation_id)
-    if not state["ai_allowed"]:
-        log.info(
-            "AI not answering",
-            conversation_id=conversation_id,
-            ai_attention=state["ai_attention"],
-            opted_out=bool(state["opted_out_at"]),
-            rate_limited=not permitted,
-        )
-        return outcome
+    if state["opt_changed"] or not state["ai_allowed"]:
+        if upstash:
+            upstash.remember(seen_key, ttl)
+        if state["opt_changed"]:
+            kind = "opted_out" if opt == "out" else "opted_in"
+            reply = [{"author": "system", "body": notice(kind, advisor.settings)}]
+            _commit_and_send(
+                services, advisor, msg.customer_phone, conversation_id, [message_id], reply,
+                require_ai=False,
+            )  # fmt: skip
+            return Outcome(kind, message_id, conversation_id)
+        log.info("AI not answering", conversation_id=conversation_id,
+                 ai_attention=state["ai_attention"], opted_out=bool(state["opted_out_at"]))  # fmt: skip
+        return Outcome("stored", message_id, conversation_id)
 
     if _superseded(services, conversation_id, message_id, state, deadline):
+        if upstash:
+            upstash.remember(seen_key, ttl)
         log.info("burst: a newer message will answer", message_id=message_id)
         return Outcome("superseded", message_id, conversation_id)
 
     return answer_turn(
-        services, advisor, msg.customer_phone, conversation_id, message_id, history, deadline,
-        audio_available=bool(state["audio_available"]), images=images,
+        services, advisor, msg.customer_phone, conversation_id, history, deadline,
+        audio_available=bool(state["audio_available"]), images=images, remember=seen_key,
     )  # fmt: skip
 
 
@@ -149,96 +167,168 @@ def answer_turn(
     advisor: Advisor,
     customer_phone: str,
     conversation_id: str,
-    message_id: str,
     history: list[dict[str, Any]],
     deadline: Deadline,
     audio_available: bool = False,
     images: dict[str, list[str]] | None = None,
+    remember: str | None = None,
 ) -> Outcome:
-    """Answer a conversation's turn (the webhook, or the recovery sweep), one instance at a time."""
-    with _conversation_lock(services, conversation_id) as held:
-        if not held:
-            # Another instance is answering this conversation; the sweep answers us if it missed us.
-            log.info("conversation busy, leaving the turn to its holder", message_id=message_id)
-            return Outcome("busy", message_id, conversation_id)
-        wants_voice = audio_available and last_inbound_is_voice(history)
-        settings = services.settings
-        handoff: dict[str, Any] | None = None
-        ai_run: dict[str, Any]
-        reply: Reply | None = None
-        voice: dict[str, Any] | None = None
-        try:
-            reply = services.assistant.reply(
-                system_prompt(advisor.settings, advisor.name),
-                history,
-                timeout=max(1.0, deadline.remaining() - _AFTER_MODEL_RESERVE),
-                images=images,
-            )
-        except AssistantError as exc:
-            timed_out = isinstance(exc, AssistantTimeout)
-            log.error(
-                "model failed, sending fallback", error=str(exc), conversation_id=conversation_id
-            )
-            capture(exc)
-            texts = [notice("fallback", advisor.settings, name=advisor.name)]
-            ai_run = {
-                "model": services.assistant.model,
-                "outcome": "timeout" if timed_out else "error",
-                "error": str(exc),
-            }
-            handoff = {
-                "reason": f"assistant {'timeout' if timed_out else 'error'}",
-                "needs_human": True,
-            }
-            action = "fallback"
-        if reply is not None:
-            ai_run = {
-                "model": reply.model,
-                "prompt_tokens": reply.prompt_tokens,
-                "completion_tokens": reply.completion_tokens,
-                "latency_ms": reply.latency_ms,
-                "outcome": "handoff" if reply.handoff_reason else "replied",
-            }
-            if reply.handoff_reason:
-                texts = [reply.text or notice("handoff", advisor.settings, name=advisor.name)]
-                handoff = {"reason": reply.handoff_reason, "hours": settings.handoff_hours}
-                action = "handoff"
-            else:
-                texts = split_message(reply.text or "")
-                action = "replied"
-                if wants_voice and reply.text:
-                    voice = voice_reply(services, advisor, conversation_id, reply.text, deadline)
+    """Answer a conversation's turn (the webhook, or the recovery sweep), one instance at a
+    time, then every message that arrived meanwhile, while the budget allows."""
+    outcome = Outcome("busy", conversation_id=conversation_id)
+    while True:
+        with _conversation_lock(services, conversation_id, remember) as held:
+            remember = None
+            if not held:
+                # The holder answers this message before it lets go (see below).
+                log.info("conversation busy, its holder answers", conversation_id=conversation_id)
+                return outcome
+            outcome = _answer(
+                services, advisor, customer_phone, conversation_id, history, deadline,
+                audio_available, images,
+            )  # fmt: skip
+        # Released: whatever arrived while we held the lock found it taken, so it is ours.
+        if deadline.remaining() < _MIN_TURN_SECONDS + _AFTER_MODEL_RESERVE:
+            return outcome
+        pending: dict[str, Any] = services.db.value(
+            "select public.pending_turn(%s, %s)", (conversation_id, services.settings.history_limit)
+        )
+        if not (pending and pending["unhandled"] and pending["ai_allowed"]):
+            return outcome
+        log.info("answering what arrived meanwhile", count=len(pending["unhandled"]))
+        history, images = pending["history"], None
+        audio_available = bool(pending["audio_available"])
 
-        _send_and_record(
-            services,
-            advisor,
-            customer_phone,
-            conversation_id,
-            texts,
-            author="ai",
-            handled_up_to=message_id,
-            ai_run=ai_run,
-            handoff=handoff,
-            voice=voice,
+
+def _answer(
+    services: Services,
+    advisor: Advisor,
+    customer_phone: str,
+    conversation_id: str,
+    history: list[dict[str, Any]],
+    deadline: Deadline,
+    audio_available: bool,
+    images: dict[str, list[str]] | None,
+) -> Outcome:
+    """Ask the model about `history`, commit its reply for exactly the messages it saw, send."""
+    seen = [str(m["id"]) for m in history if m.get("direction") == "inbound"]
+    settings = services.settings
+    handoff: dict[str, Any] | None = None
+    ai_run: dict[str, Any]
+    reply: Reply | None = None
+    voice: dict[str, Any] | None = None
+    try:
+        reply = services.assistant.reply(
+            system_prompt(advisor.settings, advisor.name),
+            history,
+            timeout=max(1.0, deadline.remaining() - _AFTER_MODEL_RESERVE),
+            images=images,
         )
-        if action == "handoff" and handoff:
-            _alert_advisor(services, advisor, customer_phone, str(handoff["reason"]))
-        log.info(
-            "turn answered",
-            action=action,
-            conversation_id=conversation_id,
-            latency_ms=ai_run.get("latency_ms"),
-        )
-        return Outcome(action, message_id, conversation_id)
+    except AssistantError as exc:
+        timed_out = isinstance(exc, AssistantTimeout)
+        log.error("model failed, sending fallback", error=str(exc), conversation_id=conversation_id)
+        capture(exc)
+        texts = [notice("fallback", advisor.settings, name=advisor.name)]
+        ai_run = {"model": services.assistant.model, "error": str(exc),
+                  "outcome": "timeout" if timed_out else "error"}  # fmt: skip
+        handoff = {
+            "reason": f"assistant {'timeout' if timed_out else 'error'}",
+            "needs_human": True,
+        }
+        action = "fallback"
+    if reply is not None:
+        ai_run = {
+            "model": reply.model,
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "latency_ms": reply.latency_ms,
+            "outcome": "handoff" if reply.handoff_reason else "replied",
+        }
+        if reply.handoff_reason:
+            texts = [reply.text or notice("handoff", advisor.settings, name=advisor.name)]
+            handoff = {"reason": reply.handoff_reason, "hours": settings.handoff_hours}
+            action = "handoff"
+        else:
+            texts = [reply.text or ""]
+            action = "replied"
+            if audio_available and last_inbound_is_voice(history) and reply.text:
+                voice = voice_reply(services, advisor, conversation_id, reply.text, deadline)
+
+    # Every text, the handoff's included, in pieces Twilio accepts.
+    parts: list[dict[str, Any]] = [
+        {"author": "ai", "body": piece} for text in texts for piece in split_message(text)
+    ]
+    if voice:
+        parts.append({"author": "ai", "body": None, "media": [voice]})
+    committed = _commit_and_send(
+        services, advisor, customer_phone, conversation_id, seen, parts,
+        ai_run=ai_run, handoff=handoff,
+    )  # fmt: skip
+    if not committed:
+        return Outcome("withheld", seen[-1] if seen else None, conversation_id)
+    if action == "handoff" and handoff:
+        _alert_advisor(services, advisor, customer_phone, str(handoff["reason"]))
+    log.info("turn answered", action=action, conversation_id=conversation_id,
+             latency_ms=ai_run.get("latency_ms"))  # fmt: skip
+    return Outcome(action, seen[-1] if seen else None, conversation_id)
+
+
+def _commit_and_send(
+    services: Services,
+    advisor: Advisor,
+    customer_phone: str,
+    conversation_id: str,
+    seen: list[str],
+    parts: list[dict[str, Any]],
+    *,
+    ai_run: dict[str, Any] | None = None,
+    handoff: dict[str, Any] | None = None,
+    require_ai: bool = True,
+) -> bool:
+    """Commit the reply (refused if it may no longer be said), then send each part in order
+    and record Twilio's answers in one round trip. False if the commit was refused."""
+    result: dict[str, Any] = services.db.value(
+        "select public.commit_reply(%s, %s, %s, %s, %s, %s)",
+        (conversation_id, seen, Jsonb(parts), Jsonb(ai_run) if ai_run else None,
+         Jsonb(handoff) if handoff else None, require_ai),
+    )  # fmt: skip
+    if not result["committed"]:
+        log.info("reply withheld", reason=result["reason"], conversation_id=conversation_id)
+        return False
+    sent: list[dict[str, Any]] = []
+    last: SendResult | None = None
+    for message_id, part in zip(result["message_ids"], parts, strict=True):
+        if last is not None and not last.ok:
+            break  # later parts stay queued: the sweep sends them, never out of order
+        urls = [item["url"] for item in part.get("media") or [] if item.get("url")] or None
+        last = services.whatsapp.send(
+            advisor.twilio_phone_number, customer_phone, part.get("body"), urls,
+            message_id=str(message_id),
+        )  # fmt: skip
+        sent.append({"message_id": str(message_id), "provider_sid": last.sid,
+                     "status": last.status, "error_code": last.error_code,
+                     "error_message": last.error_message})  # fmt: skip
+    services.db.value("select public.record_send_results(%s)", (Jsonb(sent),))
+    return True
 
 
 @contextmanager
-def _conversation_lock(services: Services, conversation_id: str) -> Iterator[bool]:
-    """Redis lock with expiry; yields False if another instance holds it (True if Redis is down)."""
-    upstash = services.upstash
+def _conversation_lock(
+    services: Services, conversation_id: str, remember: str | None = None
+) -> Iterator[bool]:
+    """Redis lock with expiry; yields False if another instance holds it (True if Redis is down:
+    then `commit_reply` alone keeps a turn from being answered twice). `remember` marks a stored
+    sid in the same round trip."""
+    upstash, settings = services.upstash, services.settings
     key = f"lock:conversation:{conversation_id}"
     token = (
-        upstash.acquire_lock(key, services.settings.conversation_lock_seconds) if upstash else None
+        upstash.acquire_lock(
+            key,
+            settings.conversation_lock_seconds,
+            (remember, settings.dedup_ttl_seconds) if remember else None,
+        )
+        if upstash
+        else None
     )
     try:
         yield token is not False
@@ -271,58 +361,6 @@ def _superseded(
     return str(newest) != message_id
 
 
-def _send_and_record(
-    services: Services,
-    advisor: Advisor,
-    customer_phone: str,
-    conversation_id: str,
-    texts: list[str],
-    *,
-    author: str,
-    handled_up_to: str | None,
-    ai_run: dict[str, Any] | None = None,
-    handoff: dict[str, Any] | None = None,
-    voice: dict[str, Any] | None = None,
-) -> list[SendResult]:
-    """Send each text (then the voice note) in order, and record them all in one round trip."""
-    parts: list[tuple[str | None, list[dict[str, Any]]]] = [(text, []) for text in texts]
-    if voice:
-        parts.append((None, [voice]))
-    results: list[SendResult] = []
-    for text, media in parts:
-        # After a failure, later parts are not sent out of order: they are queued for the sweep.
-        if results and not results[-1].ok:
-            results.append(SendResult(None, "queued"))
-            continue
-        urls = [item["url"] for item in media] or None
-        results.append(
-            services.whatsapp.send(advisor.twilio_phone_number, customer_phone, text, urls)
-        )
-    rows = [
-        {
-            "author": author,
-            "body": text,
-            "media": media,
-            "provider_sid": r.sid,
-            "status": r.status,
-            "error_code": r.error_code,
-            "error_message": r.error_message,
-        }
-        for (text, media), r in zip(parts, results, strict=True)
-    ]
-    services.db.value(
-        "select public.record_outbound(%s, %s, %s, %s, %s)",
-        (
-            conversation_id,
-            _json(rows),
-            _json(ai_run) if ai_run else None,
-            _json(handoff) if handoff else None,
-            handled_up_to,
-        ),
-    )
-    return results
-
-
 def _alert_advisor(services: Services, advisor: Advisor, customer_phone: str, reason: str) -> None:
     """The dashboard hears of the handoff through Realtime; WhatsApp to the advisor if enabled."""
     enabled = advisor.settings.get("notify_on_handoff", services.settings.notify_advisor_on_handoff)
@@ -331,7 +369,3 @@ def _alert_advisor(services: Services, advisor: Advisor, customer_phone: str, re
     text = notice("advisor_alert", advisor.settings, customer=customer_phone, reason=reason)
     result = services.whatsapp.send(advisor.twilio_phone_number, advisor.phone_number, text)
     log.info("advisor alerted", advisor_id=advisor.id, ok=result.ok, code=result.error_code)
-
-
-def _json(value: Any) -> Jsonb:
-    return Jsonb(value)

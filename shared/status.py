@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from shared.db import Database
 from shared.observability import get_logger
 from shared.twilio_payloads import StatusCallback
@@ -10,14 +12,20 @@ from shared.whatsapp import STATUS_MAP
 log = get_logger(__name__)
 
 
-def apply_status_callback(db: Database, callback: StatusCallback) -> str:
-    """Return 'applied', 'unchanged', 'early' (message not recorded yet) or 'ignored'."""
+def apply_status_callback(
+    db: Database, callback: StatusCallback, message_id: str | None = None
+) -> str:
+    """Return 'applied', 'unchanged', 'early' (message not recorded yet) or 'ignored'.
+    `message_id` (from the StatusCallback URL we set, covered by the signature) names our row:
+    a send whose answer never reached us gets its sid from here."""
     status = STATUS_MAP.get(callback.message_status.lower())
     if status is None:
         log.info(
             "status callback ignored", sid=callback.message_sid, status=callback.message_status
         )
         return "ignored"
+    if message_id and _is_uuid(message_id):
+        db.value("select public.attach_sid(%s, %s)", (message_id, callback.message_sid))
     result = str(
         db.value(
             "select public.apply_status(%s, %s, %s, %s)",
@@ -36,3 +44,11 @@ def apply_status_callback(db: Database, callback: StatusCallback) -> str:
     else:
         log.info("status callback", **log_fields)
     return result
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import unicodedata
+from string import Template
 from typing import Any
 from unicodedata import combining
 
@@ -13,36 +15,48 @@ OPT_IN_WORDS = frozenset({"start", "alta"})
 _NOTICES: dict[str, dict[str, str]] = {
     "es": {
         "prompt": (
-            "Eres el asistente virtual de {name}, asesor de la empresa. Responde en español, "
+            "Eres el asistente virtual de ${name}, asesor de la empresa. Responde en español, "
             "de forma breve, cordial y precisa. No inventes precios ni datos. Si el cliente "
             "pide hablar con una persona o no puedes ayudar, usa la herramienta handoff_to_human."
         ),
-        "handoff": "Te comunico con {name}, que te responderá personalmente en breve.",
+        "handoff": "Te comunico con ${name}, que te responderá personalmente en breve.",
         "fallback": (
-            "Disculpa, no puedo responder en este momento. {name} te contactará lo antes posible."
+            "Disculpa, no puedo responder en este momento. ${name} te contactará lo antes posible."
         ),
         "opted_out": "Listo, no recibirás más mensajes. Escribe ALTA si quieres volver a hablar.",
         "opted_in": "¡Bienvenido de nuevo! Ya puedes escribirnos cuando quieras.",
-        "advisor_alert": "Un cliente ({customer}) pidió hablar contigo: {reason}",
+        "advisor_alert": "Un cliente (${customer}) pidió hablar contigo: ${reason}",
     },
     "en": {
         "prompt": (
-            "You are the virtual assistant of {name}, an advisor of the business. Answer in "
+            "You are the virtual assistant of ${name}, an advisor of the business. Answer in "
             "English, briefly, kindly and precisely. Never invent prices or facts. If the "
             "customer asks for a person or you cannot help, call the handoff_to_human tool."
         ),
-        "handoff": "I'm passing you to {name}, who will answer you personally shortly.",
-        "fallback": "Sorry, I can't answer right now. {name} will get back to you as soon as possible.",
+        "handoff": "I'm passing you to ${name}, who will answer you personally shortly.",
+        "fallback": "Sorry, I can't answer right now. ${name} will get back to you as soon as possible.",
         "opted_out": "Done, you won't receive more messages. Reply START to talk again.",
         "opted_in": "Welcome back! Write to us any time.",
-        "advisor_alert": "A customer ({customer}) asked to talk to you: {reason}",
+        "advisor_alert": "A customer (${customer}) asked to talk to you: ${reason}",
     },
 }
 
 
+_INVISIBLE = re.compile("[\u200b-\u200f\u2060-\u2064\ufeff\u00ad]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_text(text: str) -> str:
+    """Without NUL and other control characters (newlines and tabs stay): Postgres refuses NUL,
+    and none of them is something a customer meant to write."""
+    return _CONTROL.sub("", text)
+
+
 def opt_keyword(body: str | None) -> str | None:
-    """'out' for a message that is only STOP/BAJA/..., 'in' for START/ALTA, else None."""
-    word = re.sub(r"[\s.!¡]+", "", (body or "")).lower()
+    """'out' for a message that is only STOP/BAJA/..., 'in' for START/ALTA, else None.
+    Full-width letters and invisible characters count as what they look like."""
+    plain = _INVISIBLE.sub("", unicodedata.normalize("NFKC", body or ""))
+    word = re.sub(r"[\s.!¡]+", "", plain).lower()
     if word in OPT_OUT_WORDS:
         return "out"
     if word in OPT_IN_WORDS:
@@ -55,7 +69,11 @@ def notice(kind: str, settings: dict[str, Any], **values: str) -> str:
     language = str(settings.get("language") or "es")[:2].lower()
     texts = _NOTICES.get(language, _NOTICES["es"])
     custom = settings.get(f"{kind}_message")
-    return (str(custom) if custom else texts[kind]).format(**values)
+    text = str(custom) if custom else texts[kind]
+    for key in values:  # `{name}` written by an admin means `${name}`
+        text = re.sub(r"(?<!\$)\{" + key + r"\}", "${" + key + "}", text)
+    # Admin-written text is substituted safely: a stray `{` or `$` stays as written.
+    return Template(text).safe_substitute(values)
 
 
 def system_prompt(settings: dict[str, Any], advisor_name: str) -> str:

@@ -1,8 +1,9 @@
-"""Upstash Redis facade: dedup claims, routing cache, burst markers, locks and rate limits.
+"""Upstash Redis facade: seen sids, routing cache, burst markers, locks and rate limits.
 
 Redis is a fast path, never the ground truth: every call is bounded by a timeout and, when
 Redis is unreachable, fails open (returns the "unknown" value and logs once per call), so the
-webhook carries on relying on Postgres' constraints.
+webhook carries on relying on Postgres' constraints. A sid is marked seen only after Postgres
+stored it, so a request that failed before storing is stored when Twilio redelivers it.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ return 0
 
 @dataclass(frozen=True)
 class Admission:
-    """First contact with a message: was its sid new (None: Redis down), and is each limit ok."""
+    """First contact with a message: is its sid already stored (None: Redis down), and is each
+    rate limit ok."""
 
-    new: bool | None
+    seen: bool | None
     allowed: tuple[bool, ...]
 
 
@@ -69,16 +71,9 @@ class Upstash:
             log.warning("redis unavailable, failing open", operation=operation, error=str(exc))
             return fallback
 
-    def claim(self, key: str, ttl_seconds: int) -> bool | None:
-        """True if this caller set the key first, False if it existed, None if Redis is down."""
-        return self._safe(
-            "claim", lambda: bool(self.client.set(key, "1", nx=True, ex=ttl_seconds)), None
-        )
-
-    def admit(
-        self, dedup_key: str, ttl_seconds: int, limits: list[tuple[str, int, str]]
-    ) -> Admission:
-        """Dedup claim and rate limits (prefix, per_minute, identifier) in one round trip.
+    def admit(self, seen_key: str, limits: list[tuple[str, int, str]]) -> Admission:
+        """Is the sid known as stored, and the rate limits (prefix, per_minute, identifier), in
+        one round trip. Nothing is claimed here: see `remember`.
 
         upstash-ratelimit computes a limit with a single command (its `_limit` generator
         yields the command, then turns the result into a Response); batching those commands
@@ -91,7 +86,7 @@ class Upstash:
 
         def run() -> Admission:
             pipeline = self.client.pipeline()
-            pipeline.set(dedup_key, "1", nx=True, ex=ttl_seconds)
+            pipeline.exists(seen_key)
             for generator in generators:
                 command, args = next(generator)
                 getattr(pipeline, command)(*args)
@@ -99,9 +94,13 @@ class Upstash:
             allowed = tuple(
                 bool(g.send(r).allowed) for g, r in zip(generators, results[1:], strict=True)
             )
-            return Admission(new=results[0] == "OK" or results[0] is True, allowed=allowed)
+            return Admission(seen=bool(results[0]), allowed=allowed)
 
         return self._safe("admit", run, Admission(None, tuple(True for _ in limits)))
+
+    def remember(self, seen_key: str, ttl_seconds: int) -> None:
+        """Mark a sid stored (call only once Postgres has it)."""
+        self.set(seen_key, "1", ttl_seconds)
 
     def get(self, key: str) -> str | None:
         return self._safe("get", lambda: self.client.get(key), None)
@@ -118,12 +117,21 @@ class Upstash:
         )
         return None if result is None else str(result)
 
-    def acquire_lock(self, key: str, ttl_seconds: float) -> str | bool | None:
-        """A token if acquired, False if someone else holds it, None if Redis is down."""
+    def acquire_lock(
+        self, key: str, ttl_seconds: float, remember: tuple[str, int] | None = None
+    ) -> str | bool | None:
+        """A token if acquired, False if someone else holds it, None if Redis is down.
+        `remember` (seen key, ttl) marks a stored sid in the same round trip."""
         token = uuid.uuid4().hex
-        acquired = self._safe(
-            "lock", lambda: self.client.set(key, token, nx=True, px=int(ttl_seconds * 1000)), None
-        )
+
+        def run() -> Any:
+            pipeline = self.client.pipeline()
+            if remember:
+                pipeline.set(remember[0], "1", ex=remember[1])
+            pipeline.set(key, token, nx=True, px=int(ttl_seconds * 1000))
+            return pipeline.exec()[-1]
+
+        acquired = self._safe("lock", run, None)
         if acquired is None:
             return None
         return token if acquired else False

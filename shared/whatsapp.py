@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -119,7 +120,10 @@ class WhatsApp:
         media_urls: list[str] | None = None,
         content_sid: str | None = None,
         content_variables: dict[str, str] | None = None,
+        message_id: str | None = None,
     ) -> SendResult:
+        """Send one message. With `message_id` (our row), the status callback URL names it, so a
+        callback can complete the row even if Twilio's answer to this call never reaches us."""
         params: dict[str, object] = {
             "from_": whatsapp_address(from_number),
             "to": whatsapp_address(to_number),
@@ -132,7 +136,8 @@ class WhatsApp:
             params["content_sid"] = content_sid
             params["content_variables"] = json.dumps(content_variables or {})
         if self.status_callback_url:
-            params["status_callback"] = self.status_callback_url
+            query = f"?message_id={message_id}" if message_id else ""
+            params["status_callback"] = self.status_callback_url + query
         try:
             message = self.client.messages.create(**params)  # type: ignore[arg-type,unused-ignore]
         except TwilioRestException as exc:
@@ -142,3 +147,22 @@ class WhatsApp:
             log.warning("twilio unreachable", error=type(exc).__name__)
             return SendResult(None, "failed", None, f"{type(exc).__name__}: {exc}"[:500])
         return SendResult(message.sid, STATUS_MAP.get(str(message.status), "queued"))
+
+    def find_sent(
+        self, from_number: str, to_number: str, body: str | None, since: datetime
+    ) -> SendResult | None:
+        """A message Twilio already accepted from `from_number` to `to_number` with this body
+        since then (what a crash between our commit and our record may have left), or None.
+        Raises on transport errors: not knowing is not "not sent"."""
+        # Newest first; DateSent is empty while a message is still queued, so filter here.
+        messages = self.client.messages.list(
+            from_=whatsapp_address(from_number), to=whatsapp_address(to_number), limit=50
+        )
+        after = since - timedelta(minutes=1)
+        for message in messages:
+            created = message.date_created
+            if created is not None and created < after:
+                break
+            if (message.body or None) == (body or None):
+                return SendResult(message.sid, STATUS_MAP.get(str(message.status), "queued"))
+        return None

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlparse
 
 import functions_framework
 import jwt
@@ -26,7 +26,7 @@ from devstack import postgres, redis_server
 from devstack.fake_openai import FakeOpenAI
 from devstack.local_server import LocalServer, Request, Response
 from devstack.migrations import prepare_database
-from devstack.twilio_emulator import message_resource, twilio_error
+from devstack.twilio_emulator import message_page, message_resource, twilio_error
 from devstack.upstash_bridge import UpstashBridge
 from shared.config import get_settings
 from shared.services import Services
@@ -230,9 +230,11 @@ class TwilioApi:
     def __init__(self, mock: responses.RequestsMock) -> None:
         self.mock = mock
         self.sent: list[dict[str, list[str]]] = []
+        self.resources: list[dict[str, Any]] = []
         self._failures: list[tuple[str, int, int]] = []
         self._lock = threading.Lock()
         mock.add_callback(responses.POST, TWILIO_MESSAGES_URL, callback=self._create)
+        mock.add_callback(responses.GET, TWILIO_MESSAGES_URL, callback=self._list)
 
     def fail_next(self, to: str, status: int, code: int) -> None:
         """The next send to `to` (E.164) gets this error; sends to anyone else are unaffected."""
@@ -248,7 +250,19 @@ class TwilioApi:
                 _, status, code = failure
                 return status, {}, json.dumps(twilio_error(status, code, "Twilio error"))
             self.sent.append(form)
-        return 201, {}, json.dumps(message_resource(ACCOUNT_SID, form))
+            resource = message_resource(ACCOUNT_SID, form)
+            self.resources.append(resource)
+        return 201, {}, json.dumps(resource)
+
+    def _list(self, request: Any) -> tuple[int, dict[str, str], str]:
+        """Twilio's Messages list (newest first), filtered by To and From as Twilio does."""
+        query = parse_qs(urlparse(request.url).query)
+        with self._lock:
+            found = [
+                r for r in reversed(self.resources)
+                if all(r[key.lower()] == query[key][0] for key in ("To", "From") if key in query)
+            ]  # fmt: skip
+        return 200, {}, json.dumps(message_page(ACCOUNT_SID, found))
 
     def bodies(self, to: str | None = None) -> list[str]:
         return [m["Body"][0] for m in self.sent if to is None or m["To"][0] == f"whatsapp:{to}"]

@@ -79,7 +79,7 @@ def webhook(request: Request) -> Response:
     try:
         services = get_services()
         if isinstance(payload, StatusCallback):
-            apply_status_callback(services.db, payload)
+            apply_status_callback(services.db, payload, request.args.get("message_id"))
         else:
             handle_inbound(services, payload, Deadline(settings.request_budget_seconds))
         return _twiml()

@@ -116,12 +116,17 @@ def test_upstash_facade_reads_upstashs_shapes() -> None:
     documented = shape("upstash.json")
     url = "https://contract.upstash.example"
     upstash = Upstash(url, "token", timeout=5)
-    respx.post(url).mock(return_value=httpx.Response(200, json={"result": "OK"}))
-    assert upstash.claim("dedup:x", 60) is True
+    respx.post(url + "/pipeline").mock(
+        return_value=httpx.Response(200, json=[{"result": "OK"}, {"result": "OK"}])
+    )
+    assert isinstance(upstash.acquire_lock("lock:k", 5, remember=("seen:x", 60)), str)
+    # The client asks for base64 (`Upstash-Encoding: base64`), as Upstash then answers.
+    respx.post(url).mock(return_value=httpx.Response(200, json={"result": "aG9sYQ=="}))
+    assert upstash.get("k") == "hola"
     respx.post(url).mock(return_value=httpx.Response(200, json={"result": None}))
-    assert upstash.claim("dedup:x", 60) is False
+    assert upstash.get("k") is None
     respx.post(url).mock(return_value=httpx.Response(400, json=documented["error"]))
-    assert upstash.claim("dedup:x", 60) is None  # an error answer fails open, never raises
+    assert upstash.get("k") is None  # an error answer fails open, never raises
     respx.post(url).mock(return_value=httpx.Response(401, json=documented["unauthorized"]))
     assert upstash.get("k") is None
     upstash.close()

@@ -62,3 +62,13 @@ def test_hard_split_never_breaks_an_emoji_or_accent(unit: str) -> None:
     chunks = split_message(text, 1600)
     assert "".join(chunks) == text
     assert all(len(c) <= 1600 and c == unit * (len(c) // len(unit)) for c in chunks)
+
+
+def test_admin_notices_are_substituted_safely() -> None:
+    settings = {"opted_out_message": "Listo {name}, {no} $dinero ${name}"}
+    assert notice("opted_out", settings, name="Ana") == "Listo Ana, {no} $dinero Ana"
+
+
+@pytest.mark.parametrize("body", ["ＳＴＯＰ", "STOP\u200b", "\ufeffbaja", "Ｂａｊａ！"])
+def test_opt_out_words_are_normalised(body: str) -> None:
+    assert opt_keyword(body) == "out"

@@ -47,3 +47,29 @@ def test_status_callback_blank_error_code_is_none() -> None:
     assert failed.error_code == 63016
     with pytest.raises(PayloadError, match="MessageStatus"):
         StatusCallback.from_form({"MessageSid": "SM" + "a" * 32})
+
+
+@pytest.mark.parametrize(
+    "sender", ["whatsapp:+12345", "whatsapp:+٣٠٠١١١٢٢٣٣", "whatsapp:+1234567890123456"]
+)
+def test_phone_rules_are_the_databases(sender: str) -> None:
+    with pytest.raises(PayloadError, match="From"):
+        InboundMessage.from_form({**inbound_form("+573001112233", "+14155238886"), "From": sender})
+
+
+def test_odd_text_is_stored_clean_never_refused() -> None:
+    form = inbound_form("+573001112233", "+14155238886", "hola\x00 mundo\x07\n" + "x" * 20_000)
+    form.update(ProfileName="Ana\x00", Latitude="nan", Longitude="inf")
+    message = InboundMessage.from_form(form)
+    assert message.body.startswith("hola mundo\n") and message.body.endswith(" […]")
+    assert len(message.body) == 16_000 + len(" […]")
+    assert message.profile_name == "Ana"
+    assert message.media_json() == []  # nan/inf: no location
+
+
+def test_status_callback_odd_fields() -> None:
+    callback = StatusCallback.from_form(
+        {"MessageSid": "SM" + "a" * 32, "MessageStatus": "failed", "ErrorCode": str(2**40),
+         "ErrorMessage": "bad\x00 thing"}
+    )  # fmt: skip
+    assert (callback.error_code, callback.error_message) == (None, "bad thing")

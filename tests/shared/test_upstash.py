@@ -30,8 +30,8 @@ def broken(request: pytest.FixtureRequest, upstash_bridge: UpstashBridge) -> Ite
 
 
 def test_every_call_answers_unknown_instead_of_raising(broken: Upstash) -> None:
-    assert broken.claim("dedup:x", 60) is None
-    assert broken.admit("dedup:y", 60, [("rl:c", 1, "a"), ("rl:a", 1, "b")]) == Admission(
+    broken.remember("seen:x", 60)
+    assert broken.admit("seen:y", [("rl:c", 1, "a"), ("rl:a", 1, "b")]) == Admission(
         None, (True, True)
     )
     assert broken.get("k") is None
@@ -50,10 +50,19 @@ def upstash(upstash_bridge: UpstashBridge) -> Iterator[Upstash]:
     client.close()
 
 
-def test_claim_and_lock_semantics(upstash: Upstash) -> None:
-    key = f"dedup:{uuid.uuid4().hex}"
-    assert upstash.claim(key, 60) is True
-    assert upstash.claim(key, 60) is False
+def test_a_sid_is_seen_only_once_remembered(upstash: Upstash) -> None:
+    key = f"seen:{uuid.uuid4().hex}"
+    assert upstash.admit(key, []).seen is False
+    assert upstash.admit(key, []).seen is False  # asking claims nothing
+    upstash.remember(key, 60)
+    assert upstash.admit(key, []).seen is True
+    other = f"seen:{uuid.uuid4().hex}"
+    assert isinstance(upstash.acquire_lock("lock:" + other, 5, remember=(other, 60)), str)
+    assert upstash.admit(other, []).seen is True  # remembered with the lock, one round trip
+
+
+def test_lock_semantics(upstash: Upstash) -> None:
+    key = f"lock:{uuid.uuid4().hex}"
     token = upstash.acquire_lock("lock:" + key, 5)
     assert isinstance(token, str)
     assert upstash.acquire_lock("lock:" + key, 5) is False
