@@ -36,6 +36,7 @@ whatsapp = WhatsApp(
     os.environ["TWILIO_ACCOUNT_SID"],
     os.environ["TWILIO_AUTH_TOKEN"],
     None,
+    "",
     5,
     os.environ["TWILIO_API_BASE_URL"],
 )

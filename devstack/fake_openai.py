@@ -32,6 +32,7 @@ class Step:
     kind: str  # "text" | "handoff" | "error"
     value: Any = None
     delay: float = 0.0
+    hold: threading.Event | None = None  # answer only once the test sets it
 
 
 def _plain(text: str) -> str:
@@ -66,6 +67,7 @@ class FakeOpenAI:
         self.transcriptions: list[bytes] = []
         self.speeches: list[dict[str, Any]] = []
         self.speech_delay = 0.0
+        self.holds: list[threading.Event] = []
         self._lock = threading.Lock()
         self.server = LocalServer(self._serve, host, port)
 
@@ -83,6 +85,14 @@ class FakeOpenAI:
     # -- scripting ----------------------------------------------------------------------------
     def reply_with(self, text: str, delay: float = 0.0) -> None:
         self._script.append(Step("text", text, delay))
+
+    def reply_when(self, text: str) -> threading.Event:
+        """The next completion answers `text` only once the returned event is set: a model
+        that is still thinking, for exactly as long as the test needs."""
+        release = threading.Event()
+        self.holds.append(release)
+        self._script.append(Step("text", text, hold=release))
+        return release
 
     def handoff(self, reason: str, text: str | None = None) -> None:
         self._script.append(Step("handoff", (reason, text)))
@@ -123,6 +133,8 @@ class FakeOpenAI:
             step = offline_step(body.get("messages", []))
         if step.delay:
             time.sleep(step.delay)
+        if step.hold is not None:
+            step.hold.wait(60)
         if step.kind == "error":
             return Response(
                 int(step.value),

@@ -37,9 +37,15 @@ def inbound_form(
 
 
 def post_signed(
-    url: str, auth_token: str, params: dict[str, str], timeout: float = 20
+    url: str,
+    auth_token: str,
+    params: dict[str, str],
+    timeout: float = 20,
+    signed_url: str | None = None,
 ) -> requests.Response:
-    signature = RequestValidator(auth_token).compute_signature(url, params)
+    """POST as Twilio does; `signed_url` is the URL Twilio was configured with, when the
+    request goes to another address (one of several instances behind it)."""
+    signature = RequestValidator(auth_token).compute_signature(signed_url or url, params)
     return requests.post(
         url, data=params, headers={"X-Twilio-Signature": signature}, timeout=timeout
     )

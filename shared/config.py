@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     twilio_api_base_url: str | None = None
     twilio_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_public_url: str | None = None
+    # Twilio's connection overrides (a URL fragment): retry 5xx and timeouts, not only failed
+    # connections. Configure the same on the Twilio side (see README); status callback URLs we
+    # set carry it too.
+    twilio_connection_overrides: str = "rc=3&rp=all"
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"

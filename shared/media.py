@@ -66,7 +66,11 @@ def store_inbound_media(
             or not item.get("twilio_url")
         ):
             continue
-        timeout = min(settings.media_timeout_seconds, max(0.5, deadline.remaining() - _RESERVE))
+        if deadline.remaining() - _RESERVE < 1.0:
+            # Out of time for this request: the reply comes first, the sweep fetches the rest.
+            item.update(status="failed", error="deferred: no time left in the request")
+            continue
+        timeout = min(settings.media_timeout_seconds, deadline.remaining() - _RESERVE)
         try:
             data, served_type = services.whatsapp.download_media(
                 item["twilio_url"], settings.media_max_bytes, timeout

@@ -104,6 +104,7 @@ def send_advisor_message(
         media_urls=[str(u) for u in request.media_url or []] or None,
         content_sid=request.template.content_sid if request.template else None,
         content_variables=request.template.variables if request.template else None,
+        message_id=message_id,
     )
     services.db.value(
         "select public.update_outbound(%s, %s, %s, %s, %s)",

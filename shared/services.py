@@ -54,6 +54,7 @@ class Services:
             if settings.webhook_public_url
             else None
         )
+        overrides = settings.twilio_connection_overrides
         storage = None
         if settings.supabase_url and settings.supabase_service_role_key:
             storage = Storage(
@@ -72,6 +73,7 @@ class Services:
                 settings.twilio_account_sid,
                 settings.twilio_auth_token,
                 status_callback,
+                overrides,
                 settings.twilio_timeout_seconds,
                 settings.twilio_api_base_url,
             ),

@@ -75,6 +75,7 @@ class WhatsApp:
         account_sid: str,
         auth_token: str,
         status_callback_url: str | None,
+        connection_overrides: str,
         timeout: float,
         api_base_url: str | None = None,
     ) -> None:
@@ -84,6 +85,7 @@ class WhatsApp:
         if api_base_url:  # the local emulator stands in for api.twilio.com
             self.client.api.base_url = api_base_url.rstrip("/")
         self.status_callback_url = status_callback_url
+        self.fragment = f"#{connection_overrides}" if connection_overrides else ""
         self._auth = (account_sid, auth_token)
         self._session = requests.Session()
 
@@ -137,7 +139,7 @@ class WhatsApp:
             params["content_variables"] = json.dumps(content_variables or {})
         if self.status_callback_url:
             query = f"?message_id={message_id}" if message_id else ""
-            params["status_callback"] = self.status_callback_url + query
+            params["status_callback"] = self.status_callback_url + query + self.fragment
         try:
             message = self.client.messages.create(**params)  # type: ignore[arg-type,unused-ignore]
         except TwilioRestException as exc:

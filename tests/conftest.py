@@ -216,12 +216,15 @@ def mint_token(
 
 
 @pytest.fixture
-def openai_stub(fake_openai: FakeOpenAI) -> FakeOpenAI:
+def openai_stub(fake_openai: FakeOpenAI) -> Iterator[FakeOpenAI]:
     for recorded in (fake_openai.requests, fake_openai.transcriptions, fake_openai.speeches):
         recorded.clear()
     fake_openai._script.clear()
     fake_openai._audio_script.clear()
-    return fake_openai
+    yield fake_openai
+    for hold in fake_openai.holds:  # nothing stays blocked after the test
+        hold.set()
+    fake_openai.holds.clear()
 
 
 class TwilioApi:

@@ -83,7 +83,11 @@ def send(request: Request) -> Response:
         return _json(503, {"error": "unavailable", "detail": "try again shortly"}, allowed)
 
     try:
-        payload = SendRequest.model_validate(request.get_json(silent=True) or {})
+        body = request.get_json(silent=True)
+    except RecursionError:  # JSON nested deeper than Python parses
+        return _json(400, {"error": "invalid_json", "detail": "JSON nested too deeply"}, allowed)
+    try:
+        payload = SendRequest.model_validate(body or {})
     except ValidationError as exc:
         detail = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()

@@ -47,11 +47,12 @@ def signature_is_valid(request: Request) -> bool:
     base = (settings.webhook_public_url or "").rstrip("/")
     query = request.query_string.decode()
     path = request.path if request.path != "/" else ""
-    candidates = [base + path] + ([base + "/"] if not path else [])
-    return any(
-        validator.validate(url + (f"?{query}" if query else ""), request.form, signature)
-        for url in candidates
-    )
+    urls = [base + path] + ([base + "/"] if not path else [])
+    urls = [url + (f"?{query}" if query else "") for url in urls]
+    # Whether the configured URL carries the connection-override fragment or not.
+    fragment = settings.twilio_connection_overrides
+    urls += [f"{url}#{fragment}" for url in urls] if fragment else []
+    return any(validator.validate(url, request.form, signature) for url in urls)
 
 
 @functions_framework.http

@@ -68,7 +68,7 @@ def test_twilio_emulator_speaks_twilios_shapes(emulator: TwilioEmulator) -> None
 
 
 def test_whatsapp_facade_reads_twilios_shapes() -> None:
-    whatsapp = WhatsApp(ACCOUNT_SID, AUTH_TOKEN, None, timeout=5)
+    whatsapp = WhatsApp(ACCOUNT_SID, AUTH_TOKEN, None, "", timeout=5)
     with responses.RequestsMock() as mock:
         mock.post(TWILIO_MESSAGES_URL, json=shape("twilio_message.json"), status=201)
         mock.post(TWILIO_MESSAGES_URL, json=shape("twilio_error.json"), status=400)

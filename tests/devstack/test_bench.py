@@ -55,6 +55,7 @@ def test_bench_code_path_produces_numbers(
     assert growth["stored"] >= bench.TINY.sizes[0]
     assert growth["capacity"][1] > 0 and math.isfinite(growth["list_p95"])
     assert report["profile"][0][0] == "whole handle_inbound" and report["profile"][0][1] > 0
-    assert report["counted"]["pg"] == 2 and report["counted"]["redis"] == 3
+    # ingest + commit before the send, results + pending after; admission, lock, unlock.
+    assert report["counted"]["pg"] == 4 and report["counted"]["redis"] == 3
     text = output.read_text()
     assert "## 1. Overhead per inbound message" in text and "## Reading" in text

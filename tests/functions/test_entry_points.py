@@ -124,3 +124,26 @@ def test_cleanup_answers_without_services(load: Any) -> None:
     assert call(cleanup, "GET").status_code == 405
     assert call(cleanup).status_code == 401
     assert call(cleanup, headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_signatures_over_the_url_with_connection_overrides_are_accepted(load: Any) -> None:
+    """Twilio is configured with `<url>#rc=3&rp=all` so it retries 5xx and timeouts; the
+    fragment never reaches us, and either form of the signed URL is accepted."""
+    webhook = load("webhook").webhook
+    form = inbound_form("+573001112233", "+14155238886", "x", From="whatsapp:12")  # 400 if valid
+    for signed_url, expected in [
+        (PUBLIC_URL, 400), (PUBLIC_URL + "#rc=3&rp=all", 400), (PUBLIC_URL + "#rc=5", 403),
+    ]:  # fmt: skip
+        headers = {"X-Twilio-Signature": sign(signed_url, form)}
+        assert call(webhook, data=form, headers=headers).status_code == expected, signed_url
+
+
+def test_send_refuses_deeply_nested_json_with_400(load: Any) -> None:
+    send = load("send").send
+    token = {
+        "Authorization": f"Bearer {mint_token(uuid.uuid4())}",
+        "Content-Type": "application/json",
+    }
+    nested = "[" * 100_000 + "]" * 100_000
+    answer = call(send, "POST", "/messages", data=nested, headers=token)
+    assert answer.status_code == 400 and answer.get_json()["error"] == "invalid_json"

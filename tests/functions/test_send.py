@@ -19,6 +19,7 @@ from tests.conftest import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     DASHBOARD_ORIGIN,
+    PUBLIC_URL,
     SEND_SOURCE,
     Jwks,
     TwilioApi,
@@ -75,7 +76,10 @@ def test_advisor_sends_in_their_conversation(
     assert answer["status"] == "queued"
     sent = twilio_api.sent[-1]
     assert sent["From"] == [f"whatsapp:{team['advisors']['a']['twilio_phone_number']}"]
-    assert sent["Body"] == ["Hola, soy A"] and sent["StatusCallback"][0].endswith("/status")
+    assert sent["Body"] == ["Hola, soy A"]
+    assert sent["StatusCallback"] == [
+        f"{PUBLIC_URL}/status?message_id={answer['message_id']}#rc=3&rp=all"
+    ]
     row = db.execute(
         "select author, status, provider_sid from messages where id = %s", (answer["message_id"],)
     ).fetchone()
