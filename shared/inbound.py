@@ -176,6 +176,7 @@ def answer_turn(
     """Answer a conversation's turn (the webhook, or the recovery sweep), one instance at a
     time, then every message that arrived meanwhile, while the budget allows."""
     outcome = Outcome("busy", conversation_id=conversation_id)
+    answered: list[str] = []
     while True:
         with _conversation_lock(services, conversation_id, remember) as held:
             remember = None
@@ -195,6 +196,9 @@ def answer_turn(
         )
         if not (pending and pending["unhandled"] and pending["ai_allowed"]):
             return outcome
+        if pending["unhandled"] == answered:  # our last answer could not take them: the sweep will
+            return outcome
+        answered = pending["unhandled"]
         log.info("answering what arrived meanwhile", count=len(pending["unhandled"]))
         history, images = pending["history"], None
         audio_available = bool(pending["audio_available"])
