@@ -417,13 +417,16 @@ def test_unknown_or_inactive_number_is_kept_unrouted(
 ) -> None:
     inactive = f.advisor(db, f.tenant(db), active=False)
     for number in (f.phone("+1777"), inactive["twilio_phone_number"]):
-        params = inbound_form(f.phone("+57335"), number, "hola?")
+        params = inbound_form(f.phone("+57335"), number, "hola?", ButtonPayload="promo-1",
+                              ReferralCtwaClid="ad-123", OriginalRepliedMessageSid="SM" + "e" * 32)  # fmt: skip
         assert webhook.post(params).status_code == 200
-        row = db.execute(
-            "select to_number, payload ->> 'Body' as body from unrouted_messages where provider_sid = %s",
+        assert webhook.post(params).status_code == 200  # a redelivery: still one row
+        rows = db.execute(
+            "select to_number, payload from unrouted_messages where provider_sid = %s",
             (params["MessageSid"],),
-        ).fetchone()
-        assert row == {"to_number": number, "body": "hola?"}
+        ).fetchall()
+        assert len(rows) == 1 and rows[0]["to_number"] == number
+        assert rows[0]["payload"] == params  # the raw form, every field Twilio sent
     assert twilio_api.sent == []
 
 
