@@ -230,8 +230,9 @@ def test_the_ai_does_not_talk_over_an_advisor_who_took_over(
 
 def test_a_model_slower_than_the_budget_gets_one_attempt_and_the_fallback(
     make_services: Any, advisor: dict[str, Any], db: psycopg.Connection[Any],
-    twilio_api: TwilioApi, openai_stub: FakeOpenAI,
+    twilio_api: TwilioApi, openai_stub: FakeOpenAI, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
+    monkeypatch.delenv("OPENAI_MAX_RETRIES")  # the deployed default, not the suite's
     services = make_services(REQUEST_BUDGET_SECONDS="5", CONVERSATION_LOCK_SECONDS="10",
                              OPENAI_TIMEOUT_SECONDS="30")  # fmt: skip
     release = openai_stub.reply_when("demasiado tarde")
