@@ -63,16 +63,27 @@ class Database:
                     self._opened = True
 
     def value(self, query: str, params: tuple[Any, ...] = ()) -> Any:
-        """Run one statement and return the first column of its first row (or None)."""
+        """Run one statement and return the first column of its first row (or None).
+
+        A pooled connection that died (Postgres or the pooler restarted while it sat idle) is
+        replaced and the statement tried once more on a fresh one: every statement we send is
+        safe to repeat (ingest dedups by sid, commit_reply refuses a turn already answered)."""
         self._ensure_open()
-        try:
-            with self._pool.connection() as conn:
-                with self._lock:
-                    self.round_trips += 1
-                row = conn.execute(query.encode(), params).fetchone()
-        except (PoolTimeout, psycopg.OperationalError) as exc:
-            raise DatabaseUnavailable(str(exc)) from exc
-        return None if row is None else row[0]
+        for attempt in (1, 2):
+            try:
+                with self._pool.connection() as conn:
+                    with self._lock:
+                        self.round_trips += 1
+                    try:
+                        row = conn.execute(query.encode(), params).fetchone()
+                    except psycopg.OperationalError:
+                        if attempt == 1 and conn.broken:
+                            continue  # the pool discards the broken connection
+                        raise
+                return None if row is None else row[0]
+            except (PoolTimeout, psycopg.OperationalError) as exc:
+                raise DatabaseUnavailable(str(exc)) from exc
+        raise AssertionError("unreachable")
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
