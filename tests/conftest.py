@@ -225,6 +225,7 @@ def openai_stub(fake_openai: FakeOpenAI) -> Iterator[FakeOpenAI]:
     for hold in fake_openai.holds:  # nothing stays blocked after the test
         hold.set()
     fake_openai.holds.clear()
+    fake_openai._script.clear()  # nor scripted for the next one
 
 
 class TwilioApi:

@@ -242,3 +242,24 @@ def current_user(db: psycopg.Connection[Any]) -> str:
     row = db.execute("select current_user as u").fetchone()
     assert row
     return str(row["u"])
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"opted_out_message": 5}, {"prompt": None}, ["not", "an", "object"], {"prompt": "x" * 20_001}],
+)
+def test_advisor_settings_are_checked_when_saved(
+    db: psycopg.Connection[Any], settings: Any
+) -> None:
+    w = f.world(db)
+    with pytest.raises(psycopg.errors.CheckViolation), as_user(db, w.users["admin1"]) as conn:
+        conn.execute(
+            "update advisors set settings = %s where id = %s",
+            (json.dumps(settings), w.advisors["a"]["id"]),
+        )
+    with as_user(db, w.users["admin1"]) as conn:  # odd but valid text is accepted
+        changed = conn.execute(
+            "update advisors set settings = %s where id = %s",
+            (json.dumps({"opted_out_message": "Listo {name} $ {"}), w.advisors["a"]["id"]),
+        )
+        assert changed.rowcount == 1
