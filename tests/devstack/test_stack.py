@@ -21,7 +21,7 @@ import requests
 from devstack import functions, postgres
 from devstack.simulate import send_inbound
 from devstack.stack import read_env
-from tests.conftest import ROOT
+from tests.conftest import ROOT, eventually
 
 
 def _lines(process: subprocess.Popen[str]) -> queue.Queue[str]:
@@ -91,15 +91,14 @@ def test_make_dev_runs_the_system_and_stops_on_ctrl_c(stack_env: dict[str, str])
         replies = [m for m in sent if m["to"] == f"whatsapp:{customer}"]
         assert len(replies) == 1 and "sábados" in replies[0]["body"]
 
-        deadline, status = time.monotonic() + 15, None
-        while time.monotonic() < deadline and status != "read":
+        def status() -> str | None:
             with psycopg.connect(env["DATABASE_ADMIN_URL"]) as conn:
                 row = conn.execute(
                     "select status from messages where provider_sid = %s", (replies[0]["sid"],)
                 ).fetchone()
-            status = row[0] if row else None
-            time.sleep(0.2)
-        assert status == "read"
+            return row[0] if row else None
+
+        eventually(lambda: status() == "read", what="the reply's status callbacks")
     finally:
         process.send_signal(signal.SIGINT)
         try:

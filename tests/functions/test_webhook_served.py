@@ -3,7 +3,6 @@ driven over HTTP with Twilio-signed requests; Twilio and OpenAI are local HTTP s
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ from devstack import functions
 from devstack.fake_openai import FakeOpenAI
 from devstack.twilio_emulator import TwilioEmulator
 from tests import factories as f
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, inbound_form, sign
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, eventually, inbound_form, sign
 
 
 @pytest.fixture
@@ -54,18 +53,14 @@ def test_served_webhook_answers_signed_messages(
 
     assert [m["to"] for m in emulator.messages] == [f"whatsapp:{customer}"]
     reply_sid = emulator.messages[0]["sid"]
+
     # The emulator's signed callbacks reach the served function and move the status forward.
-    deadline = time.monotonic() + 10
-    status = None
-    while time.monotonic() < deadline:
-        row = db.execute(
-            "select status from messages where provider_sid = %s", (reply_sid,)
-        ).fetchone()
-        status = row and row["status"]
-        if status == "read":
-            break
-        time.sleep(0.1)
-    assert status == "read"
+    def status() -> str | None:
+        row = db.execute("select status from messages where provider_sid = %s", (reply_sid,))
+        found = row.fetchone()
+        return found["status"] if found else None
+
+    eventually(lambda: status() == "read", what="the status callbacks")
     assert {c["response"] for c in emulator.callbacks} == {200}
 
     unsigned = requests.post(url + "/", data=params, timeout=5)
