@@ -95,6 +95,38 @@ def ingest(
     return result
 
 
+def reply(
+    db: psycopg.Connection[Any],
+    conversation_id: Any,
+    body: str | None = "x",
+    *,
+    author: str = "ai",
+    status: str = "queued",
+    provider_sid: str | None = None,
+    error_code: int | None = None,
+    seen: list[Any] | None = None,
+    ai_run: dict[str, Any] | None = None,
+    handoff: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An outbound message as the functions write one: committed, then Twilio's answer recorded
+    (unless it stays queued without a sid). Returns {"id", "provider_sid"}."""
+    committed = db.execute(
+        "select commit_reply(%s, %s::uuid[], %s::jsonb, %s::jsonb, %s::jsonb, false) as r",
+        (conversation_id, [str(s) for s in seen or []],
+         json.dumps([{"author": author, "body": body}] if body is not None else []),
+         json.dumps(ai_run) if ai_run else None, json.dumps(handoff) if handoff else None),
+    ).fetchone()  # fmt: skip
+    assert committed and committed["r"]["committed"]
+    ids = committed["r"]["message_ids"]
+    if not ids:
+        return {"id": None, "provider_sid": None}
+    if status != "queued" or provider_sid:
+        result = {"message_id": ids[0], "provider_sid": provider_sid, "status": status,
+                  "error_code": error_code, "error_message": None}  # fmt: skip
+        db.execute("select record_send_results(%s::jsonb)", (json.dumps([result]),))
+    return {"id": str(ids[0]), "provider_sid": provider_sid}
+
+
 @dataclass
 class World:
     """Two tenants with advisors, staff, data, and one user who belongs nowhere."""
@@ -132,21 +164,6 @@ def world(db: psycopg.Connection[Any]) -> World:
     for key, adv in w.advisors.items():
         result = ingest(db, adv["id"], customer, f"hola {key}")
         w.conversations[key] = result["conversation_id"]
-        db.execute(
-            "select record_outbound(%s, %s::jsonb, %s::jsonb)",
-            (
-                result["conversation_id"],
-                json.dumps(
-                    [
-                        {
-                            "author": "ai",
-                            "body": f"respuesta {key}",
-                            "provider_sid": sid(),
-                            "status": "sent",
-                        }
-                    ]
-                ),
-                json.dumps({"model": "m", "outcome": "replied", "latency_ms": 5}),
-            ),
-        )
+        reply(db, result["conversation_id"], f"respuesta {key}", status="sent",
+              seen=[result["message_id"]], ai_run={"model": "m", "outcome": "replied", "latency_ms": 5})  # fmt: skip
     return w

@@ -240,15 +240,7 @@ def test_fifty_concurrent_new_customer_one_conversation(
 
 def _outbound(db: psycopg.Connection[Any], conversation_id: str, status: str = "queued") -> str:
     message_sid = f.sid()
-    db.execute(
-        "select record_outbound(%s, %s::jsonb)",
-        (
-            conversation_id,
-            json.dumps(
-                [{"author": "ai", "body": "x", "provider_sid": message_sid, "status": status}]
-            ),
-        ),
-    )
+    f.reply(db, conversation_id, status=status, provider_sid=message_sid)
     return message_sid
 
 
@@ -296,15 +288,7 @@ def test_callback_before_the_message_is_recorded(
     assert db.execute("select apply_status(%s, 'sent') as r", (message_sid,)).fetchone() == {
         "r": "early"
     }
-    db.execute(
-        "select record_outbound(%s, %s::jsonb)",
-        (
-            world.conversations["a"],
-            json.dumps(
-                [{"author": "ai", "body": "x", "provider_sid": message_sid, "status": "queued"}]
-            ),
-        ),
-    )
+    f.reply(db, world.conversations["a"], provider_sid=message_sid)  # Twilio answers "queued"
     assert _status(db, message_sid) == {"status": "delivered", "error_code": None}
     left = db.execute(
         "select count(*) as n from early_status_callbacks where provider_sid = %s", (message_sid,)
@@ -342,14 +326,8 @@ def test_handoff_pauses_the_ai(db: psycopg.Connection[Any], world: f.World) -> N
     customer = f.phone("+57314")
     adv = world.advisors["b"]["id"]
     first = f.ingest(db, adv, customer, "quiero un humano")
-    db.execute(
-        "select record_outbound(%s, '[]'::jsonb, null, %s::jsonb, %s)",
-        (
-            first["conversation_id"],
-            json.dumps({"reason": "asked", "hours": 24}),
-            first["message_id"],
-        ),
-    )
+    f.reply(db, first["conversation_id"], None, seen=[first["message_id"]],
+            handoff={"reason": "asked", "hours": 24})  # fmt: skip
     nxt = f.ingest(db, adv, customer, "hola?")
     assert nxt["ai_attention"] is False and nxt["ai_allowed"] is False
     row = db.execute(

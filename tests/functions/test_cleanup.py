@@ -105,12 +105,8 @@ def test_unanswered_turn_under_human_override_is_not_answered(
 
 
 def _outbound(db: psycopg.Connection[Any], conversation_id: str, **row: Any) -> str:
-    result = db.execute(
-        "select record_outbound(%s, %s::jsonb) as r",
-        (conversation_id, json.dumps([{"author": "advisor", "body": "reintento", **row}])),
-    ).fetchone()
-    assert result
-    return str(result["r"]["message_ids"][0])
+    body = row.pop("body", "reintento")
+    return str(f.reply(db, conversation_id, body, author="advisor", **row)["id"])
 
 
 def test_retryable_failure_is_resent_once_and_non_retryable_never(
