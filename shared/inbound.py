@@ -194,7 +194,7 @@ def answer_turn(
         pending: dict[str, Any] = services.db.value(
             "select public.pending_turn(%s, %s)", (conversation_id, services.settings.history_limit)
         )
-        if not (pending and pending["unhandled"] and pending["ai_allowed"]):
+        if not (pending and pending["unhandled"] and pending.get("ai_allowed")):
             return outcome
         if pending["unhandled"] == answered:  # our last answer could not take them: the sweep will
             return outcome

@@ -109,24 +109,35 @@ end
 $$;
 
 -- What the instance holding a conversation still has to answer: the inbound messages nobody
--- handled yet (oldest first), with the fresh history and whether the AI may answer.
+-- handled yet (oldest first) and whether the AI may answer; the fresh history only when there
+-- is something to answer (the common answer, "nothing", stays one index probe).
 create or replace function public.pending_turn(p_conversation_id uuid, p_history_limit integer default 20)
 returns jsonb
-language sql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = '' as $$
+declare
+  v_unhandled jsonb;
+  v_result jsonb;
+begin
+  select jsonb_agg(m.id order by m.created_at) into v_unhandled from public.messages m
+  where m.conversation_id = p_conversation_id and m.direction = 'inbound' and m.handled_at is null
+    and (m.lease_until is null or m.lease_until < now());
+  if v_unhandled is null then
+    return jsonb_build_object('unhandled', '[]'::jsonb);
+  end if;
   select jsonb_build_object(
-    'unhandled', coalesce((
-      select jsonb_agg(m.id order by m.created_at) from public.messages m
-      where m.conversation_id = c.id and m.direction = 'inbound' and m.handled_at is null
-        and (m.lease_until is null or m.lease_until < now())), '[]'::jsonb),
+    'unhandled', v_unhandled,
     'ai_allowed', private.ai_may_answer(c, a.is_active),
     'audio_available', c.audio_available,
     'history', (
       select coalesce(jsonb_agg(h.j order by h.created_at), '[]'::jsonb) from (
         select private.message_json(m) as j, m.created_at from public.messages m
         where m.conversation_id = c.id order by m.created_at desc limit p_history_limit) h))
+  into v_result
   from public.conversations c
   join public.advisors a on a.id = c.advisor_id
-  where c.id = p_conversation_id
+  where c.id = p_conversation_id;
+  return v_result;
+end
 $$;
 
 -- A status callback can name our row (the StatusCallback URL carries ?message_id=): then a
