@@ -784,7 +784,7 @@ def reading(report: dict[str, Any]) -> list[str]:
         redis = max(r["redis_round_trips"] for r in replied)
         out.append(
             f"- Round trips per replied message (counted at the servers): at most {pg:.2f} to Postgres and"
-            f" {redis:.2f} to Redis (targets: 2 and 3)."
+            f" {redis:.2f} to Redis (expected: 4, of which 2 before the send, and 3)."
         )
     growth = report["growth"]
     if len(growth) >= 2 and growth[0]["p95"]:
