@@ -24,12 +24,11 @@ def apply_status_callback(
             "status callback ignored", sid=callback.message_sid, status=callback.message_status
         )
         return "ignored"
-    if message_id and _is_uuid(message_id):
-        db.value("select public.attach_sid(%s, %s)", (message_id, callback.message_sid))
+    row_id = message_id if message_id and _is_uuid(message_id) else None
     result = str(
         db.value(
-            "select public.apply_status(%s, %s, %s, %s)",
-            (callback.message_sid, status, callback.error_code, callback.error_message),
+            "select public.record_status(%s, %s, %s, %s, %s)",
+            (callback.message_sid, status, callback.error_code, callback.error_message, row_id),
         )
     )
     log_fields: dict[str, object] = {

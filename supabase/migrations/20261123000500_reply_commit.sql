@@ -140,15 +140,23 @@ begin
 end
 $$;
 
--- A status callback can name our row (the StatusCallback URL carries ?message_id=): then a
--- send whose answer never reached us (a crash, a lost response) still gets its sid.
-create or replace function public.attach_sid(p_message_id uuid, p_provider_sid text)
-returns void
-language sql security definer set search_path = '' as $$
-  update public.messages set provider_sid = p_provider_sid,
-    status = case when status in ('queued', 'sending') then 'sent' else status end
-  where id = p_message_id and direction = 'outbound' and provider_sid is null
-    and not exists (select 1 from public.messages o where o.provider_sid = p_provider_sid)
+-- A status callback, in one round trip. It can name our row (the StatusCallback URL carries
+-- ?message_id=): then a send whose answer never reached us (a crash, a lost response) gets its
+-- sid first, and the status is applied by apply_status as for any callback.
+create or replace function public.record_status(
+  p_provider_sid text, p_status text, p_error_code integer default null,
+  p_error_message text default null, p_message_id uuid default null
+) returns text
+language plpgsql security definer set search_path = '' as $$
+begin
+  if p_message_id is not null then
+    update public.messages set provider_sid = p_provider_sid,
+      status = case when status in ('queued', 'sending') then 'sent' else status end
+    where id = p_message_id and direction = 'outbound' and provider_sid is null
+      and not exists (select 1 from public.messages o where o.provider_sid = p_provider_sid);
+  end if;
+  return public.apply_status(p_provider_sid, p_status, p_error_code, p_error_message);
+end
 $$;
 
 do $$
@@ -159,7 +167,7 @@ begin
     'public.commit_reply(uuid, uuid[], jsonb, jsonb, jsonb, boolean)',
     'public.record_send_results(jsonb)',
     'public.pending_turn(uuid, integer)',
-    'public.attach_sid(uuid, text)'
+    'public.record_status(text, text, integer, text, uuid)'
   ] loop
     execute format('revoke all on function %s from public, anon, authenticated', f);
     execute format('grant execute on function %s to assistant_functions, service_role', f);

@@ -495,3 +495,15 @@ def test_postgres_down_is_503(advisor: dict[str, Any], make_services: Any) -> No
     webhook = WebhookClient()
     response = webhook.inbound(f.phone("+57339"), f.phone("+1666"), "hola")
     assert response.status_code == 503
+
+
+def test_a_status_callback_completes_a_row_whose_send_answer_was_lost(
+    webhook: WebhookClient, advisor: dict[str, Any], db: psycopg.Connection[Any]
+) -> None:
+    conversation = f.ingest(db, advisor["id"], f.phone("+57340"), "hola", permitted=False)
+    row = f.reply(db, conversation["conversation_id"], "respuesta")  # committed, no sid yet
+    sid = "SM" + "c" * 32
+    params = {"MessageSid": sid, "MessageStatus": "delivered", "AccountSid": "AC" + "0" * 32}
+    assert webhook.post(params, f"/status?message_id={row['id']}").status_code == 200
+    stored = db.execute("select provider_sid, status from messages where id = %s", (row["id"],))
+    assert stored.fetchone() == {"provider_sid": sid, "status": "delivered"}

@@ -34,7 +34,15 @@ def callback(status: str, code: str = "") -> StatusCallback:
 def test_twilio_statuses_map_onto_ours(twilio: str, ours: str) -> None:
     db = RecordingDb()
     assert apply_status_callback(db, callback(twilio)) == "applied"  # type: ignore[arg-type]
-    assert db.calls == [("SM" + "b" * 32, ours, None, None)]
+    assert db.calls == [("SM" + "b" * 32, ours, None, None, None)]  # one round trip
+
+
+def test_our_row_id_is_passed_only_when_it_is_one() -> None:
+    db = RecordingDb()
+    row = "5f0c6c2e-6b7a-4d3e-9a51-2f1c8f7b1a10"
+    apply_status_callback(db, callback("sent"), row)  # type: ignore[arg-type]
+    apply_status_callback(db, callback("sent"), "not-a-row")  # type: ignore[arg-type]
+    assert [call[4] for call in db.calls] == [row, None]
 
 
 def test_unknown_status_is_ignored_without_a_query() -> None:
