@@ -113,8 +113,14 @@ def ensure_database(admin_url: str, name: str) -> str:
     return with_params(admin_url, dbname=name)
 
 
+# What README's setup gives the functions' login role: a statement that runs longer is a bug or
+# a locked row, and is cancelled (the caller answers 503) instead of holding a pooler slot.
+FUNCTIONS_STATEMENT_TIMEOUT = "10s"
+
+
 def ensure_login_role(admin_url: str, role: str, member_of: str, password: str) -> None:
-    """Create (or refresh) a login role that inherits `member_of`'s privileges."""
+    """Create (or refresh) a login role that inherits `member_of`'s privileges, with the
+    statement timeout the functions run under."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
         verb = "alter" if exists else "create"
@@ -125,4 +131,9 @@ def ensure_login_role(admin_url: str, role: str, member_of: str, password: str) 
         )
         conn.execute(
             sql.SQL("grant {} to {}").format(sql.Identifier(member_of), sql.Identifier(role))
+        )
+        conn.execute(
+            sql.SQL("alter role {} set statement_timeout = {}").format(
+                sql.Identifier(role), sql.Literal(FUNCTIONS_STATEMENT_TIMEOUT)
+            )
         )

@@ -4,11 +4,14 @@
 message resource and an SM sid, or Twilio's error JSON), every message is recorded, and
 `sent`, `delivered`, `read` are posted, signed, to the message's StatusCallback shortly after.
 `GET /messages` lists what was sent; `POST /fail` makes the next N sends fail with a code.
+`chaos(rate)` makes that share of sends fail at random, as Twilio's bad days do: 429, 500, or
+accepted but answered only after the client gave up (a read timeout on our side).
 """
 
 from __future__ import annotations
 
 import base64
+import random
 import threading
 import time
 import uuid
@@ -97,6 +100,9 @@ class TwilioEmulator:
         self.messages: list[dict[str, Any]] = []
         self.callbacks: list[dict[str, Any]] = []
         self._failures: list[tuple[int, int, str]] = []
+        self._chaos_rate = 0.0
+        self._hang_seconds = 0.0
+        self._random = random.Random(0)
         self._lock = threading.Lock()
         self.validator = RequestValidator(auth_token)
         self.server = LocalServer(self._serve, host, port)
@@ -121,6 +127,13 @@ class TwilioEmulator:
     ) -> None:
         with self._lock:
             self._failures.extend([(status, code, message)] * count)
+
+    def chaos(self, rate: float, hang_seconds: float = 0.0, seed: int = 0) -> None:
+        """Fail this share of sends at random, a third each: 429 (20429), 500 (20500), and
+        accepted but answered after `hang_seconds` (longer than the client waits)."""
+        with self._lock:
+            self._chaos_rate, self._hang_seconds = rate, hang_seconds
+            self._random = random.Random(seed)
 
     def _authorized(self, request: Request) -> bool:
         expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
@@ -156,8 +169,15 @@ class TwilioEmulator:
                 400,
                 twilio_error(400, 21619, "A text message body or media urls must be specified."),
             )
+        hang = 0.0
         with self._lock:
             failure = self._failures.pop(0) if self._failures else None
+            if failure is None and self._random.random() < self._chaos_rate:
+                kind = self._random.choice(("429", "500", "timeout"))
+                if kind == "timeout":
+                    hang = self._hang_seconds
+                else:
+                    failure = (int(kind), 20000 + int(kind), "chaos")
         if failure:
             status, code, message = failure
             return Response(status, twilio_error(status, code, message))
@@ -171,6 +191,8 @@ class TwilioEmulator:
             self.messages.append(record)
         if record["status_callback"]:
             threading.Thread(target=self._post_callbacks, args=(record,), daemon=True).start()
+        if hang:
+            time.sleep(hang)  # accepted; the answer comes after the client stopped waiting
         return Response(201, resource)
 
     def _list(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:

@@ -1,10 +1,17 @@
 """One cleanup run: recovery (nothing lost), handoff expiry, retention. Each part is bounded in
 batch size and time, claims its rows in the database (safe with overlapping runs), and reports
-counts and duration; a failing part is reported and the others still run."""
+counts and duration; a failing part is reported and the others still run.
+
+Recovery works item by item through one loop (`_drain`): an item is claimed (leased) just
+before it is handled, and the deadline is checked before each claim, so no lease lapses while
+other items are handled and a run ends within its budget. Recovery gets at most
+RECOVERY_SHARE of the budget, so a backlog of turns to answer never starves retention.
+"""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,11 +27,15 @@ from shared.whatsapp import RETRYABLE_CODES, SendResult
 log = get_logger(__name__)
 Part = Callable[[Services, Deadline], dict[str, int]]
 MEDIA_MAX_ATTEMPTS = 3
+RECOVERY_SHARE = 0.6
+# Supabase Storage removes at most this many objects per call.
+STORAGE_REMOVE_LIMIT = 1000
 
 
 def run_cleanup(services: Services, *, dry_run: bool = False) -> tuple[dict[str, Any], bool]:
     """Return the report and whether every part failed."""
-    deadline = Deadline(services.settings.cleanup_budget_seconds)
+    budget = services.settings.cleanup_budget_seconds
+    deadline = Deadline(budget)
     if dry_run:
         parts: dict[str, Part] = {"preview": _preview}
     else:
@@ -33,8 +44,9 @@ def run_cleanup(services: Services, *, dry_run: bool = False) -> tuple[dict[str,
     failures = 0
     for name, part in parts.items():
         started = time.monotonic()
+        part_deadline = deadline.within(budget * RECOVERY_SHARE) if name == "recovery" else deadline
         try:
-            result: dict[str, Any] = dict(part(services, deadline))
+            result: dict[str, Any] = dict(part(services, part_deadline))
         except Exception as exc:
             failures += 1
             capture(exc)
@@ -60,111 +72,130 @@ def _preview(services: Services, deadline: Deadline) -> dict[str, int]:
     return counts
 
 
+def _drain(
+    deadline: Deadline,
+    seconds_per_item: float,
+    claim: Callable[[], list[dict[str, Any]]],
+    handle: Callable[[dict[str, Any]], str],
+    counts: Counter[str],
+) -> None:
+    """Claim and handle one item at a time while an item's worst case still fits; each
+    `handle` names the count its item adds to."""
+    while deadline.remaining() > seconds_per_item:
+        items = claim()
+        if not items:
+            return
+        for item in items:
+            counts[handle(item)] += 1
+
+
 def _recovery(services: Services, deadline: Deadline) -> dict[str, int]:
     """Nothing lost: unanswered turns, failed media downloads, unsent messages."""
-    return {
-        **_answer_unanswered(services, deadline),
-        **_retry_media(services, deadline),
-        **_resend(services, deadline),
-    }
-
-
-def _answer_unanswered(services: Services, deadline: Deadline) -> dict[str, int]:
     s = services.settings
-    counts = {"turns_answered": 0, "turns_skipped": 0}
-    while deadline.remaining() > s.request_budget_seconds:
-        turns: list[dict[str, Any]] = services.db.value(
-            "select public.claim_unanswered_turns(%s, %s, %s, %s, %s)",
-            (s.recovery_batch_size, timedelta(seconds=s.recovery_min_age_seconds),
-             timedelta(seconds=s.recovery_max_age_seconds),
-             timedelta(seconds=s.request_budget_seconds * 4), s.history_limit),
-        )  # fmt: skip
-        if not turns:
-            break
-        for turn in turns:
-            advisor = services.router.advisor_for(turn["twilio_phone_number"])
-            if advisor is None or not turn["ai_allowed"]:
-                services.db.value(
-                    "select public.mark_turn_handled(%s, %s)",
-                    (turn["conversation_id"], turn["message_id"]),
-                )
-                counts["turns_skipped"] += 1
-                continue
-            outcome = answer_turn(
-                services, advisor, turn["customer_phone"], str(turn["conversation_id"]),
-                turn["history"], Deadline(s.request_budget_seconds),
-                audio_available=bool(turn["audio_available"]),
-            )  # fmt: skip
-            answered = outcome.action not in ("busy", "withheld")
-            counts["turns_answered" if answered else "turns_skipped"] += 1
-
-    return counts
+    counts: Counter[str] = Counter(
+        turns_answered=0, turns_skipped=0, media_retried=0, media_failed=0,
+        resent=0, resend_failed=0, already_sent=0, canceled=0,
+    )  # fmt: skip
+    _drain(
+        deadline, s.conversation_lock_seconds,
+        lambda: _claim_turn(services), lambda turn: _answer_turn(services, turn), counts,
+    )  # fmt: skip
+    _drain(
+        deadline, s.media_timeout_seconds * 3,
+        lambda: services.db.value(
+            "select public.claim_media_retries(%s, %s, %s)", (1, timedelta(days=1), MEDIA_MAX_ATTEMPTS)
+        ),
+        lambda row: _retry_media(services, row), counts,
+    )  # fmt: skip
+    _drain(
+        deadline, s.twilio_timeout_seconds * 2,
+        lambda: _claim_resend(services, counts), lambda row: _resend(services, row), counts,
+    )  # fmt: skip
+    return dict(counts)
 
 
-def _retry_media(services: Services, deadline: Deadline) -> dict[str, int]:
+def _claim_turn(services: Services) -> list[dict[str, Any]]:
     s = services.settings
-    counts = {"media_retried": 0, "media_failed": 0}
-    while deadline.remaining() > s.media_timeout_seconds * 2:
-        pending: list[dict[str, Any]] = services.db.value(
-            "select public.claim_media_retries(%s, %s, %s)",
-            (s.recovery_batch_size, timedelta(days=1), MEDIA_MAX_ATTEMPTS),
+    turn = services.db.value(
+        "select public.claim_unanswered_turn(%s, %s, %s, %s)",
+        (timedelta(seconds=s.recovery_min_age_seconds),
+         timedelta(seconds=s.recovery_max_age_seconds),
+         timedelta(seconds=s.conversation_lock_seconds), s.history_limit),
+    )  # fmt: skip
+    return [turn] if turn else []
+
+
+def _answer_turn(services: Services, turn: dict[str, Any]) -> str:
+    advisor = services.router.advisor_for(turn["twilio_phone_number"])
+    if advisor is None or not turn["ai_allowed"]:
+        services.db.value(
+            "select public.mark_turn_handled(%s, %s)", (turn["conversation_id"], turn["message_id"])
         )
-        if not pending:
-            break
-        for row in pending:
-            media = store_inbound_media(
-                services, str(row["tenant_id"]), str(row["advisor_id"]),
-                str(row["conversation_id"]), str(row["message_id"]), row["media"],
-                Deadline(s.media_timeout_seconds * 3),
-            )  # fmt: skip
-            services.db.value(
-                "select public.update_inbound_media(%s, %s, %s)",
-                (row["message_id"], Jsonb(media.media), media.transcript),
-            )
-            failed = any(item.get("status") == "failed" for item in media.media)
-            counts["media_failed" if failed else "media_retried"] += 1
-    return counts
+        return "turns_skipped"
+    outcome = answer_turn(
+        services, advisor, turn["customer_phone"], str(turn["conversation_id"]), turn["history"],
+        Deadline(services.settings.request_budget_seconds),
+        audio_available=bool(turn["audio_available"]),
+    )  # fmt: skip
+    return "turns_skipped" if outcome.action in ("busy", "withheld") else "turns_answered"
 
 
-def _resend(services: Services, deadline: Deadline) -> dict[str, int]:
-    s = services.settings
-    counts = {"resent": 0, "resend_failed": 0}
-    while deadline.remaining() > s.twilio_timeout_seconds * 2:
-        resends: list[dict[str, Any]] = services.db.value(
-            "select public.claim_resends(%s, %s, %s, %s, %s)",
-            (s.recovery_batch_size, timedelta(seconds=s.recovery_min_age_seconds),
-             s.resend_max_attempts, _retry_codes(), timedelta(seconds=s.resend_backoff_seconds)),
-        )  # fmt: skip
-        if not resends:
-            break
-        for row in resends:
-            result = _already_sent(services, row) or _send_row(services, row)
-            services.db.value(
-                "select public.finish_resend(%s, %s, %s, %s, %s)",
-                (row["message_id"], result.sid, result.status, result.error_code,
-                 result.error_message),
-            )  # fmt: skip
-            counts["resent" if result.ok else "resend_failed"] += 1
-    return counts
-
-
-def _already_sent(services: Services, row: dict[str, Any]) -> SendResult | None:
-    """A row committed but never recorded as sent may have reached Twilio before a crash: ask
-    Twilio before sending it again, never resend blindly. If Twilio cannot say, the row goes
-    back to failed without a code, so the next run asks again."""
-    maybe_sent = row["status_before"] == "queued" or (
-        row["status_before"] == "failed" and row["error_code_before"] is None  # a timeout
+def _retry_media(services: Services, row: dict[str, Any]) -> str:
+    media = store_inbound_media(
+        services, str(row["tenant_id"]), str(row["advisor_id"]), str(row["conversation_id"]),
+        str(row["message_id"]), row["media"], Deadline(services.settings.media_timeout_seconds * 3),
+    )  # fmt: skip
+    services.db.value(
+        "select public.update_inbound_media(%s, %s, %s)",
+        (row["message_id"], Jsonb(media.media), media.transcript),
     )
-    if not maybe_sent:
-        return None
-    try:
-        return services.whatsapp.find_sent(
-            row["twilio_phone_number"], row["customer_phone"], row["body"],
-            datetime.fromisoformat(row["created_at"]),
+    failed = any(item.get("status") == "failed" for item in media.media)
+    return "media_failed" if failed else "media_retried"
+
+
+def _claim_resend(services: Services, counts: Counter[str]) -> list[dict[str, Any]]:
+    """The next row to send; rows that may no longer be sent are canceled on the way."""
+    s = services.settings
+    while True:
+        claimed: dict[str, Any] = services.db.value(
+            "select public.claim_resends(%s, %s, %s, %s, %s, %s)",
+            (1, timedelta(seconds=s.recovery_min_age_seconds),
+             timedelta(seconds=s.recovery_max_age_seconds), s.resend_max_attempts,
+             _retry_codes(), timedelta(seconds=s.resend_backoff_seconds)),
         )  # fmt: skip
-    except Exception as exc:
-        log.warning("could not ask Twilio whether a message was sent", error=repr(exc)[:200])
-        return SendResult(None, "failed", None, "unknown whether sent: Twilio list failed")
+        counts["canceled"] += int(claimed["canceled"])
+        if claimed["rows"] or not claimed["canceled"]:
+            rows: list[dict[str, Any]] = claimed["rows"]
+            return rows
+
+
+def _resend(services: Services, row: dict[str, Any]) -> str:
+    """Send a claimed row again, unless it may already be at Twilio: a row committed but never
+    recorded (queued, or left 'sending' by a dead run), or failed without a Twilio error code
+    (a timeout, a dropped connection, a gateway 5xx) is first looked up in Twilio's list."""
+    maybe_sent = row["status_before"] in ("queued", "sending") or (
+        row["status_before"] == "failed" and row["error_code_before"] is None
+    )
+    result: SendResult | None = None
+    if maybe_sent:
+        try:
+            result = services.whatsapp.find_sent(
+                row["twilio_phone_number"], row["customer_phone"], row["body"],
+                datetime.fromisoformat(row["created_at"]), frozenset(row["known_sids"]),
+            )  # fmt: skip
+        except Exception as exc:
+            log.warning("could not ask Twilio whether a message was sent", error=repr(exc)[:200])
+            result = SendResult(None, "failed", None, "unknown whether sent: Twilio's list failed")
+    key = "already_sent" if result else "resent"
+    if result is None and row["attempts"] > services.settings.resend_max_attempts:
+        result = SendResult(None, "failed", None, "not sent: attempts exhausted")
+    if result is None:
+        result = _send_row(services, row)
+    services.db.value(
+        "select public.finish_resend(%s, %s, %s, %s, %s)",
+        (row["message_id"], result.sid, result.status, result.error_code, result.error_message),
+    )
+    return key if result.ok else "resend_failed"
 
 
 def _send_row(services: Services, row: dict[str, Any]) -> SendResult:
@@ -181,12 +212,19 @@ def _send_row(services: Services, row: dict[str, Any]) -> SendResult:
 
 
 def _remove_objects(services: Services, paths: list[str]) -> int:
+    """Remove Storage objects in calls Storage accepts; raises if any call fails (the caller
+    keeps the rows, so the next run tries again)."""
+    if not paths:
+        return 0
     if services.storage is None:
         log.warning(
             "storage not configured: media objects of deleted messages kept", count=len(paths)
         )
         return 0
-    return services.storage.remove(paths)
+    removed = 0
+    for start in range(0, len(paths), STORAGE_REMOVE_LIMIT):
+        removed += services.storage.remove(paths[start : start + STORAGE_REMOVE_LIMIT])
+    return removed
 
 
 def _expire_handoffs(services: Services, deadline: Deadline) -> dict[str, int]:
@@ -205,8 +243,8 @@ def _expire_handoffs(services: Services, deadline: Deadline) -> dict[str, int]:
 
 def _retention(services: Services, deadline: Deadline) -> dict[str, int]:
     s, db = services.settings, services.db
-    counts = {"messages": 0, "ai_runs": 0, "service_rows": 0, "conversations_closed": 0,
-              "storage_objects": 0, "batches": 0}  # fmt: skip
+    counts = {"messages": 0, "ai_runs": 0, "advisor_alerts": 0, "service_rows": 0,
+              "conversations_closed": 0, "storage_objects": 0, "batches": 0}  # fmt: skip
     cutoffs: list[dict[str, Any]] = db.value(
         "select public.retention_cutoffs(%s)", (s.retention_days,)
     )
@@ -214,19 +252,34 @@ def _retention(services: Services, deadline: Deadline) -> dict[str, int]:
     def drain(query: str, params: tuple[Any, ...], key: str) -> None:
         # Small batches, each its own short transaction: no long locks.
         while deadline.remaining() > 0:
-            result = db.value(query, params)
-            deleted = int(result["deleted"] if isinstance(result, dict) else result)
-            if isinstance(result, dict) and result["media_paths"]:
-                counts["storage_objects"] += _remove_objects(services, result["media_paths"])
+            deleted = int(db.value(query, params))
             counts[key] += deleted
             counts["batches"] += 1
             if deleted < s.cleanup_batch_size:
                 return
 
+    def purge_messages(tenant_id: str, cutoff: str) -> None:
+        # Media first: a row is deleted only once its objects are gone.
+        while deadline.remaining() > 0:
+            batch: dict[str, Any] = db.value(
+                "select public.expired_messages(%s, %s, %s)",
+                (tenant_id, cutoff, s.cleanup_batch_size),
+            )
+            if not batch["ids"]:
+                return
+            counts["storage_objects"] += _remove_objects(services, batch["media_paths"])
+            counts["messages"] += int(
+                db.value("select public.delete_messages(%s, %s)", (batch["ids"], cutoff))
+            )
+            counts["batches"] += 1
+            if len(batch["ids"]) < s.cleanup_batch_size:
+                return
+
     for tenant in cutoffs:
+        purge_messages(tenant["tenant_id"], tenant["cutoff"])
         args = (tenant["tenant_id"], tenant["cutoff"], s.cleanup_batch_size)
-        drain("select public.purge_messages(%s, %s, %s)", args, "messages")
         drain("select public.purge_ai_runs(%s, %s, %s)", args, "ai_runs")
+        drain("select public.purge_advisor_alerts(%s, %s, %s)", args, "advisor_alerts")
     service_cutoff = db.value("select now() - make_interval(days => %s)", (s.retention_days,))
     drain(
         "select public.purge_service_rows(%s, %s)",

@@ -2,17 +2,24 @@
 
 Every setting has the environment variable's name. Secrets default to None; each function
 declares the ones it needs (`Settings.require`) and fails at cold start naming any missing one.
+Secrets are `SecretStr` (a repr or a log line never shows them), and with ENVIRONMENT=production
+the development values of `.env.example` (`dev-…`) are refused.
 """
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # How much longer than a request's budget the per-conversation lock must live.
 LOCK_MARGIN_SECONDS = 5.0
+# The mark of the development values in .env.example and the local stack ("dev-password",
+# "sk-dev-…", "dev-cleanup-token").
+_DEV_VALUE = re.compile(r"(?:^|[-:/_])dev-")
 
 
 class MissingSettingError(RuntimeError):
@@ -24,15 +31,18 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
 
+    # development, test or production (also Sentry's environment).
+    environment: Literal["development", "test", "production"] = "development"
+
     # Services
-    database_url: str | None = None
+    database_url: SecretStr | None = None
     database_pool_size: int = Field(default=4, ge=1)
     database_timeout_seconds: float = Field(default=5.0, gt=0)
     upstash_redis_rest_url: str | None = None
-    upstash_redis_rest_token: str | None = None
+    upstash_redis_rest_token: SecretStr | None = None
     redis_timeout_seconds: float = Field(default=0.5, gt=0)
     twilio_account_sid: str | None = None
-    twilio_auth_token: str | None = None
+    twilio_auth_token: SecretStr | None = None
     # Only for the local emulator; production leaves it unset (api.twilio.com).
     twilio_api_base_url: str | None = None
     twilio_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -41,16 +51,15 @@ class Settings(BaseSettings):
     # connections. Configure the same on the Twilio side (see README); status callback URLs we
     # set carry it too.
     twilio_connection_overrides: str = "rc=3&rp=all"
-    openai_api_key: str | None = None
+    openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
     openai_timeout_seconds: float = Field(default=8.0, gt=0)
     # No hidden retries: a retry with a fresh timeout would run past the request's deadline.
     openai_max_retries: int = Field(default=0, ge=0)
-    sentry_dsn: str | None = None
-    sentry_environment: str = "production"
+    sentry_dsn: SecretStr | None = None
     supabase_url: str | None = None
-    supabase_service_role_key: str | None = None
+    supabase_service_role_key: SecretStr | None = None
     storage_bucket: str = "whatsapp-media"
     # Media: WhatsApp allows 16 MB; larger files are refused without failing the message.
     media_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
@@ -65,11 +74,11 @@ class Settings(BaseSettings):
     # Pass customers' images to the model as image input (the model must support it).
     model_supports_images: bool = True
     storage_timeout_seconds: float = Field(default=10.0, gt=0)
-    supabase_jwt_secret: str | None = None
+    supabase_jwt_secret: SecretStr | None = None
     # Asymmetric JWT signing keys; defaults to SUPABASE_URL + /auth/v1/.well-known/jwks.json.
     supabase_jwks_url: str | None = None
     supabase_jwt_audience: str = "authenticated"
-    cleanup_token: str | None = None
+    cleanup_token: SecretStr | None = None
     google_cloud_project: str | None = None
 
     # Behaviour
@@ -83,6 +92,9 @@ class Settings(BaseSettings):
     handoff_hours: float = Field(default=24.0, gt=0)
     history_limit: int = Field(default=20, ge=1, le=100)
     notify_advisor_on_handoff: bool = True
+    # An approved WhatsApp template (Content SID) for handoff alerts, variables {{1}} customer
+    # and {{2}} reason. Without it the alert goes as free text, only inside the advisor's window.
+    advisor_alert_content_sid: str | None = Field(default=None, pattern=r"^HX[0-9a-fA-F]{32}$")
     retention_days: int = Field(default=90, ge=1)
     cleanup_batch_size: int = Field(default=5000, ge=1)
     cleanup_budget_seconds: float = Field(default=240.0, gt=0)
@@ -105,6 +117,21 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _no_dev_secrets_in_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        dev = [
+            name.upper()
+            for name, value in self
+            if isinstance(value, SecretStr) and _DEV_VALUE.search(value.get_secret_value())
+        ]
+        if dev:
+            raise ValueError(
+                "development values refused with ENVIRONMENT=production: " + ", ".join(dev)
+            )
+        return self
+
     @property
     def allowed_origins(self) -> set[str]:
         return {o.strip().rstrip("/") for o in self.dashboard_origins.split(",") if o.strip()}
@@ -116,6 +143,11 @@ class Settings(BaseSettings):
         if self.supabase_url:
             return self.supabase_url.rstrip("/") + "/auth/v1/.well-known/jwks.json"
         return None
+
+    @staticmethod
+    def secret(value: SecretStr | None) -> str:
+        """A secret's value ("" when unset)."""
+        return value.get_secret_value() if value is not None else ""
 
     def require(self, *names: str) -> None:
         missing = [name.upper() for name in names if not getattr(self, name.lower())]

@@ -271,7 +271,7 @@ def _answer(
     if not committed:
         return Outcome("withheld", seen[-1] if seen else None, conversation_id)
     if action == "handoff" and handoff:
-        _alert_advisor(services, advisor, customer_phone, str(handoff["reason"]))
+        _alert_advisor(services, advisor, customer_phone, conversation_id, str(handoff["reason"]))
     log.info("turn answered", action=action, conversation_id=conversation_id,
              latency_ms=ai_run.get("latency_ms"))  # fmt: skip
     return Outcome(action, seen[-1] if seen else None, conversation_id)
@@ -365,11 +365,42 @@ def _superseded(
     return str(newest) != message_id
 
 
-def _alert_advisor(services: Services, advisor: Advisor, customer_phone: str, reason: str) -> None:
-    """The dashboard hears of the handoff through Realtime; WhatsApp to the advisor if enabled."""
-    enabled = advisor.settings.get("notify_on_handoff", services.settings.notify_advisor_on_handoff)
+def _alert_advisor(
+    services: Services, advisor: Advisor, customer_phone: str, conversation_id: str, reason: str
+) -> None:
+    """The dashboard hears of the handoff through Realtime; WhatsApp to the advisor if enabled.
+
+    The business starts this message, so WhatsApp takes it as an approved template
+    (ADVISOR_ALERT_CONTENT_SID) at any time, as free text only inside the advisor's 24-hour
+    window; otherwise it is not sent. Every outcome is recorded in advisor_alerts."""
+    settings = services.settings
+    enabled = advisor.settings.get("notify_on_handoff", settings.notify_advisor_on_handoff)
     if not (enabled and advisor.phone_number):
         return
-    text = notice("advisor_alert", advisor.settings, customer=customer_phone, reason=reason)
-    result = services.whatsapp.send(advisor.twilio_phone_number, advisor.phone_number, text)
-    log.info("advisor alerted", advisor_id=advisor.id, ok=result.ok, code=result.error_code)
+    template = settings.advisor_alert_content_sid
+    channel = "template" if template else "text"
+    if not template and not services.db.value(
+        "select public.advisor_window_open(%s)", (advisor.id,)
+    ):
+        channel, result = "none", None
+    elif template:
+        result = services.whatsapp.send(
+            advisor.twilio_phone_number, advisor.phone_number, content_sid=template,
+            content_variables={"1": customer_phone, "2": reason[:200]}, track=False,
+        )  # fmt: skip
+    else:
+        text = notice("advisor_alert", advisor.settings, customer=customer_phone, reason=reason)
+        result = services.whatsapp.send(
+            advisor.twilio_phone_number, advisor.phone_number, text, track=False
+        )
+    why: str | None
+    if result is None:
+        status, why = "skipped", "outside the advisor's 24-hour window and no alert template"
+    else:
+        status, why = ("sent" if result.ok else "failed"), result.error_message
+    services.db.value(
+        "select public.record_advisor_alert(%s, %s, %s, %s, %s, %s, %s)",
+        (conversation_id, reason, channel, result and result.sid, status,
+         result and result.error_code, why),
+    )  # fmt: skip
+    log.info("advisor alert", advisor_id=advisor.id, channel=channel, status=status)

@@ -172,7 +172,7 @@ def start_function(required: tuple[str, ...]) -> Settings:
     settings = get_settings()
     configure_logging(settings.google_cloud_project)
     settings.require(*required)
-    init_sentry(settings.sentry_dsn, settings.sentry_environment)
+    init_sentry(settings.secret(settings.sentry_dsn) or None, settings.environment)
     return settings
 
 

@@ -1,8 +1,16 @@
 """Advisors writing to customers (the send function): authorize under RLS, check WhatsApp's
-rules, store the message before Twilio is called, send it, and remember the answer."""
+rules, store the message before Twilio is called, send it, and remember the answer.
+
+The message is committed (with its Idempotency-Key) before Twilio is called, so whatever
+fails afterwards, the row exists and the cleanup sweep finishes it: a failure Twilio may not
+have seen, or a database error after Twilio accepted it, never needs the advisor to send again
+(202). Only a refusal that is final (Twilio's error code says so) answers 502.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,12 +19,16 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
-from shared.observability import get_logger
+from shared.db import DatabaseUnavailable
+from shared.observability import capture, get_logger
 from shared.services import Services
 from shared.texts import WHATSAPP_MAX_CHARS
 
 log = get_logger(__name__)
 SERVICE_WINDOW = timedelta(hours=24)
+# How long a request holding an Idempotency-Key is "in progress" (409) before a replay answers
+# with the stored message instead (the first request's instance may have died after sending).
+IDEMPOTENCY_LEASE = timedelta(seconds=60)
 
 
 class Template(BaseModel):
@@ -84,9 +96,10 @@ def send_advisor_message(
     if request.template:
         media = [{"type": "template", **request.template.model_dump()}]
     queued = services.db.value(
-        "select public.queue_advisor_message(%s, %s, %s, %s, %s, %s)",
+        "select public.queue_advisor_message(%s, %s, %s, %s, %s, %s, %s, %s)",
         (user_id, request.conversation_id, request.body, Jsonb(media),
-         services.settings.handoff_hours, idempotency_key),
+         services.settings.handoff_hours, idempotency_key, request_hash(request),
+         IDEMPOTENCY_LEASE),
     )  # fmt: skip
     if queued["replay"]:
         stored = queued["response"]
@@ -106,24 +119,38 @@ def send_advisor_message(
         content_variables=request.template.variables if request.template else None,
         message_id=message_id,
     )
-    services.db.value(
-        "select public.update_outbound(%s, %s, %s, %s, %s)",
-        (message_id, result.sid, result.status, result.error_code, result.error_message),
-    )
     if result.ok:
         answer = Answer(202, {"message_id": message_id, "status": result.status})
+    elif result.retryable:  # stored; the sweep sends it (after asking Twilio, if unknown)
+        answer = Answer(202, {"message_id": message_id, "status": "queued", "retrying": True})
     else:
         answer = error(
             502, "twilio_error", result.error_message or "Twilio did not accept the message",
             message_id=message_id, twilio_code=result.error_code,
         )  # fmt: skip
-    if idempotency_key:
+    try:
         services.db.value(
-            "select public.finish_send_request(%s, %s, %s)",
-            (user_id, idempotency_key, Jsonb({"status": answer.status, "body": answer.body})),
+            "select public.update_outbound(%s, %s, %s, %s, %s)",
+            (message_id, result.sid, result.status, result.error_code, result.error_message),
         )
+        if idempotency_key:
+            services.db.value(
+                "select public.finish_send_request(%s, %s, %s)",
+                (user_id, idempotency_key, Jsonb({"status": answer.status, "body": answer.body})),
+            )
+    except DatabaseUnavailable as exc:
+        # The message is committed and Twilio answered: the status callback (its URL names the
+        # row) or the sweep records the outcome; a replay of the key answers after the lease.
+        log.error("send outcome not recorded", message_id=message_id, error=str(exc)[:200])
+        capture(exc)
     log.info("advisor message", message_id=message_id, status=answer.status, advisor_id=advisor_id)
     return answer
+
+
+def request_hash(request: SendRequest) -> str:
+    """What an Idempotency-Key is bound to: the request's content, canonically serialized."""
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _visible_conversation(

@@ -38,15 +38,17 @@ class Services:
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
         settings.require("database_url", "twilio_account_sid", "twilio_auth_token")
-        assert settings.database_url and settings.twilio_account_sid and settings.twilio_auth_token
+        secret = settings.secret
         db = Database(
-            settings.database_url, settings.database_pool_size, settings.database_timeout_seconds
+            secret(settings.database_url),
+            settings.database_pool_size,
+            settings.database_timeout_seconds,
         )
         upstash = None
         if settings.upstash_redis_rest_url and settings.upstash_redis_rest_token:
             upstash = Upstash(
                 settings.upstash_redis_rest_url,
-                settings.upstash_redis_rest_token,
+                secret(settings.upstash_redis_rest_token),
                 settings.redis_timeout_seconds,
             )
         status_callback = (
@@ -59,7 +61,7 @@ class Services:
         if settings.supabase_url and settings.supabase_service_role_key:
             storage = Storage(
                 settings.supabase_url,
-                settings.supabase_service_role_key,
+                secret(settings.supabase_service_role_key),
                 settings.storage_bucket,
                 settings.storage_timeout_seconds,
             )
@@ -70,15 +72,15 @@ class Services:
             upstash=upstash,
             router=Router(db, upstash, settings.routing_cache_seconds),
             whatsapp=WhatsApp(
-                settings.twilio_account_sid,
-                settings.twilio_auth_token,
+                settings.twilio_account_sid or "",
+                secret(settings.twilio_auth_token),
                 status_callback,
                 overrides,
                 settings.twilio_timeout_seconds,
                 settings.twilio_api_base_url,
             ),
             assistant=Assistant(
-                settings.openai_api_key or "",
+                secret(settings.openai_api_key),
                 settings.openai_base_url,
                 settings.openai_model,
                 settings.openai_max_retries,
@@ -111,3 +113,9 @@ class Deadline:
 
     def remaining(self) -> float:
         return max(0.0, self.ends - time.monotonic())
+
+    def within(self, seconds: float) -> Deadline:
+        """A deadline at most `seconds` away that never outlasts this one."""
+        part = Deadline(seconds)
+        part.ends = min(part.ends, self.ends)
+        return part

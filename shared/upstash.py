@@ -1,13 +1,22 @@
 """Upstash Redis facade: seen sids, routing cache, burst markers, locks and rate limits.
 
 Redis is a fast path, never the ground truth: every call is bounded by a timeout and, when
-Redis is unreachable, fails open (returns the "unknown" value and logs once per call), so the
-webhook carries on relying on Postgres' constraints. A sid is marked seen only after Postgres
-stored it, so a request that failed before storing is stored when Twilio redelivers it.
+Upstash is unavailable (a transport error, a non-JSON answer from a proxy, or Upstash refusing
+the call: quota, auth), fails open: it returns the "unknown" value and logs a
+`metric=redis_fail_open` line, so the webhook carries on relying on Postgres' constraints. Any
+other exception (a bug, or an SDK whose protocol changed) propagates: it must never silently
+switch off dedup and rate limits. A sid is marked seen only after Postgres stored it, so a
+request that failed before storing is stored when Twilio redelivers it.
+
+Two private parts of the SDKs are used, both pinned in pyproject.toml and pinned by contract
+tests (tests/contracts): the Redis client's httpx client (the SDK has no timeout setting and
+waits for ever), and the rate limiter's one-command `_limit` generator (so the limits ride in
+the same pipeline as the dedup check: one round trip instead of three).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Callable
@@ -17,11 +26,14 @@ from typing import Any, TypeVar
 import httpx
 from upstash_ratelimit import Ratelimit, SlidingWindow
 from upstash_redis import Redis
+from upstash_redis.errors import UpstashError
 
 from shared.observability import get_logger
 
 log = get_logger(__name__)
 T = TypeVar("T")
+# What "Upstash is unavailable" looks like; anything else is a bug and propagates.
+UNAVAILABLE = (httpx.HTTPError, json.JSONDecodeError, UpstashError)
 
 # Set the key to ARGV[1] only if it sorts after the current value: the newest message wins,
 # whatever order the writers arrive in.
@@ -39,6 +51,11 @@ return 0
 """
 
 
+def _raise_for_refusal(response: httpx.Response) -> None:
+    if response.status_code in (401, 403, 429) or response.status_code >= 500:
+        response.raise_for_status()
+
+
 @dataclass(frozen=True)
 class Admission:
     """First contact with a message: is its sid already stored (None: Redis down), and is each
@@ -53,11 +70,16 @@ class Upstash:
         self.client = Redis(
             url=url, token=token, rest_retries=0, allow_telemetry=False, read_your_writes=False
         )
-        # The SDK's HTTP client waits forever by default: bound every call.
-        self.client._http._client = httpx.Client(timeout=timeout)
+        # The SDK's HTTP client waits forever by default: bound every call. Refusals of the
+        # whole request (auth, rate, Upstash's own 5xx) raise here: the SDK would misread a
+        # pipeline's error object.
+        self.client._http._client = httpx.Client(
+            timeout=timeout, event_hooks={"response": [_raise_for_refusal]}
+        )
         self._limiters: dict[tuple[str, int], Ratelimit] = {}
         self._lock = threading.Lock()
         self.calls = 0
+        self.failed_open = 0
 
     def close(self) -> None:
         self.client.close()  # type: ignore[no-untyped-call]
@@ -67,8 +89,15 @@ class Upstash:
             self.calls += 1
         try:
             return call()
-        except Exception as exc:
-            log.warning("redis unavailable, failing open", operation=operation, error=str(exc))
+        except UNAVAILABLE as exc:
+            with self._lock:
+                self.failed_open += 1
+            log.warning(
+                "redis unavailable, failing open",
+                metric="redis_fail_open",
+                operation=operation,
+                error=f"{type(exc).__name__}: {exc}"[:200],
+            )
             return fallback
 
     def admit(self, seen_key: str, limits: list[tuple[str, int, str]]) -> Admission:

@@ -1,17 +1,23 @@
 """Twilio WhatsApp sending: a small typed facade over twilio's REST client.
 
-Failures never raise: the result carries Twilio's error code (or the HTTP status when Twilio
-gave none, or None for a timeout) so the caller can store a failed row the sweep may retry.
+Failures never raise: the result carries Twilio's error code when Twilio answered with one
+(it certainly did not create the message), or None when it is unknown whether Twilio has the
+message (a timeout, a dropped connection, a 5xx without Twilio's error body): the sweep looks
+those up in Twilio's Messages list before it sends them again.
+
+twilio-python's client is not thread-safe (its HTTP client keeps the last response on itself),
+and an instance serves several requests at once: each thread gets a client of its own.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import requests
-from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
@@ -19,7 +25,8 @@ from shared.observability import get_logger
 
 log = get_logger(__name__)
 
-# Twilio errors worth sending again later: rate limits, its own 5xx, and our timeouts.
+# Twilio errors worth sending again later: rate limits and its own 5xx (an error code of None,
+# "unknown whether sent", is retried too, after asking Twilio).
 RETRYABLE_CODES = frozenset({20429, 20500, 20503, 429, 500, 502, 503, 504})
 
 
@@ -35,7 +42,7 @@ STATUS_MAP = {
     "read": "read",
     "failed": "failed",
     "undelivered": "undelivered",
-    "canceled": "failed",
+    "canceled": "canceled",
 }
 
 
@@ -79,21 +86,38 @@ class WhatsApp:
         timeout: float,
         api_base_url: str | None = None,
     ) -> None:
-        self.client = Client(
-            account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout, max_retries=0)
-        )
-        if api_base_url:  # the local emulator stands in for api.twilio.com
-            self.client.api.base_url = api_base_url.rstrip("/")
         self.status_callback_url = status_callback_url
         self.fragment = f"#{connection_overrides}" if connection_overrides else ""
         self._auth = (account_sid, auth_token)
+        self._timeout = timeout
+        self._api_base_url = api_base_url.rstrip("/") if api_base_url else None
         self._session = requests.Session()
+        self._local = threading.local()
+        self._clients: list[Client] = []
+        self._clients_lock = threading.Lock()
+
+    @property
+    def client(self) -> Client:
+        """This thread's Twilio client."""
+        client: Client | None = getattr(self._local, "client", None)
+        if client is None:
+            http = TwilioHttpClient(timeout=self._timeout, max_retries=0)
+            client = Client(*self._auth, http_client=http)
+            if self._api_base_url:  # the local emulator stands in for api.twilio.com
+                client.api.base_url = self._api_base_url
+            self._local.client = client
+            with self._clients_lock:
+                self._clients.append(client)
+        return client
 
     def close(self) -> None:
         self._session.close()
-        http = self.client.http_client
-        if isinstance(http, TwilioHttpClient) and http.session is not None:
-            http.session.close()
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            http = client.http_client
+            if isinstance(http, TwilioHttpClient) and http.session is not None:
+                http.session.close()
 
     def download_media(self, url: str, max_bytes: int, timeout: float) -> tuple[bytes, str]:
         """Fetch an inbound MediaUrl with the account's credentials (Twilio redirects to its CDN;
@@ -123,9 +147,11 @@ class WhatsApp:
         content_sid: str | None = None,
         content_variables: dict[str, str] | None = None,
         message_id: str | None = None,
+        track: bool = True,
     ) -> SendResult:
         """Send one message. With `message_id` (our row), the status callback URL names it, so a
-        callback can complete the row even if Twilio's answer to this call never reaches us."""
+        callback can complete the row even if Twilio's answer to this call never reaches us.
+        `track=False` asks for no status callbacks (messages we keep no row for)."""
         params: dict[str, object] = {
             "from_": whatsapp_address(from_number),
             "to": whatsapp_address(to_number),
@@ -137,24 +163,35 @@ class WhatsApp:
         if content_sid:
             params["content_sid"] = content_sid
             params["content_variables"] = json.dumps(content_variables or {})
-        if self.status_callback_url:
+        if self.status_callback_url and track:
             query = f"?message_id={message_id}" if message_id else ""
             params["status_callback"] = self.status_callback_url + query + self.fragment
         try:
             message = self.client.messages.create(**params)  # type: ignore[arg-type,unused-ignore]
-        except TwilioRestException as exc:
+        except (TwilioRestException, TwilioServiceException) as exc:
             log.warning("twilio refused a message", status=exc.status, code=exc.code)
-            return SendResult(None, "failed", exc.code or exc.status, str(exc.msg)[:500])
+            if exc.status >= 500 and exc.code in (None, exc.status):
+                # No Twilio error code (twilio-python then uses the HTTP status): a gateway
+                # answered, not Twilio's API, which may have the message.
+                return SendResult(None, "failed", None, f"HTTP {exc.status} without Twilio error")
+            detail = exc.msg if isinstance(exc, TwilioRestException) else exc.detail or exc.title
+            return SendResult(None, "failed", exc.code or exc.status, str(detail)[:500])
         except (requests.RequestException, TwilioException) as exc:
             log.warning("twilio unreachable", error=type(exc).__name__)
             return SendResult(None, "failed", None, f"{type(exc).__name__}: {exc}"[:500])
         return SendResult(message.sid, STATUS_MAP.get(str(message.status), "queued"))
 
     def find_sent(
-        self, from_number: str, to_number: str, body: str | None, since: datetime
+        self,
+        from_number: str,
+        to_number: str,
+        body: str | None,
+        since: datetime,
+        known_sids: frozenset[str] = frozenset(),
     ) -> SendResult | None:
         """A message Twilio already accepted from `from_number` to `to_number` with this body
-        since then (what a crash between our commit and our record may have left), or None.
+        since then (what a crash or a lost answer may have left), other than `known_sids`
+        (messages already recorded on other rows), or None.
         Raises on transport errors: not knowing is not "not sent"."""
         # Newest first; DateSent is empty while a message is still queued, so filter here.
         messages = self.client.messages.list(
@@ -165,6 +202,6 @@ class WhatsApp:
             created = message.date_created
             if created is not None and created < after:
                 break
-            if (message.body or None) == (body or None):
+            if message.sid not in known_sids and (message.body or None) == (body or None):
                 return SendResult(message.sid, STATUS_MAP.get(str(message.status), "queued"))
         return None

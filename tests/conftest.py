@@ -235,13 +235,14 @@ class TwilioApi:
         self.mock = mock
         self.sent: list[dict[str, list[str]]] = []
         self.resources: list[dict[str, Any]] = []
-        self._failures: list[tuple[str, int, int]] = []
+        self._failures: list[tuple[str, int, int | None]] = []
         self._lock = threading.Lock()
         mock.add_callback(responses.POST, TWILIO_MESSAGES_URL, callback=self._create)
         mock.add_callback(responses.GET, TWILIO_MESSAGES_URL, callback=self._list)
 
-    def fail_next(self, to: str, status: int, code: int) -> None:
-        """The next send to `to` (E.164) gets this error; sends to anyone else are unaffected."""
+    def fail_next(self, to: str, status: int, code: int | None) -> None:
+        """The next send to `to` (E.164) gets this error (code None: a gateway's page instead
+        of Twilio's error body); sends to anyone else are unaffected."""
         with self._lock:
             self._failures.append((f"whatsapp:{to}", status, code))
 
@@ -252,6 +253,8 @@ class TwilioApi:
             if failure:
                 self._failures.remove(failure)
                 _, status, code = failure
+                if code is None:
+                    return status, {"Content-Type": "text/html"}, "<html>Bad Gateway</html>"
                 return status, {}, json.dumps(twilio_error(status, code, "Twilio error"))
             self.sent.append(form)
             resource = message_resource(ACCOUNT_SID, form)

@@ -38,6 +38,7 @@ GRANTS: dict[str, dict[str, set[str]]] = {
     },
     "messages": {"authenticated": {"SELECT"}},
     "ai_runs": {"authenticated": {"SELECT"}},
+    "advisor_alerts": {"authenticated": {"SELECT"}},
     "unrouted_messages": {},
     "early_status_callbacks": {},
     "send_requests": {},

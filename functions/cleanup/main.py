@@ -36,7 +36,7 @@ def cleanup(request: Request) -> Response:
         response.status_code = 405
         return response
     if settings.cleanup_token:
-        expected = settings.cleanup_token.encode()
+        expected = settings.secret(settings.cleanup_token).encode()
         offered = [
             bearer_token(request.headers.get("Authorization")) or "",
             request.headers.get("X-Cleanup-Token", ""),

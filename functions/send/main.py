@@ -34,7 +34,9 @@ if not (settings.supabase_jwt_secret or settings.jwks_url):
     )
 log = get_logger("send")
 verifier = TokenVerifier(
-    settings.supabase_jwt_secret, settings.jwks_url, settings.supabase_jwt_audience
+    settings.secret(settings.supabase_jwt_secret) or None,
+    settings.jwks_url,
+    settings.supabase_jwt_audience,
 )
 
 

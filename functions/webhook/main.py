@@ -28,7 +28,7 @@ REQUIRED_SETTINGS = (
 
 settings = start_function(REQUIRED_SETTINGS)  # fail at cold start, naming what is missing
 log = get_logger("webhook")
-validator = RequestValidator(settings.twilio_auth_token or "")
+validator = RequestValidator(settings.secret(settings.twilio_auth_token))
 
 
 def _twiml(status: int = 200) -> Response:

@@ -17,6 +17,7 @@ import yaml
 
 from devstack import functions
 from devstack.build import build, runtime_requirements
+from shared.config import Settings
 from tests.conftest import ROOT
 
 CLOUDBUILD = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
@@ -148,3 +149,34 @@ def test_cloudbuild_steps_refer_to_files_that_exist() -> None:
         for secret in step.get("secretEnv", []):
             names = [s["env"] for s in CLOUDBUILD["availableSecrets"]["secretManager"]]
             assert secret in names
+
+
+# Supavisor's client connections on Supabase's smallest computes (Nano, Micro).
+SMALLEST_PLAN_POOLER_CLIENTS = 200
+
+
+def _flag(step: dict[str, Any], name: str) -> str | None:
+    return next((a.split("=", 1)[1] for a in step["args"] if a.startswith(f"--{name}=")), None)
+
+
+def _env_var(step: dict[str, Any], name: str) -> str | None:
+    env = _flag(step, "set-env-vars") or ""
+    separator = ";" if env.startswith("^;^") else ","
+    pairs = (item.split("=", 1) for item in env.removeprefix("^;^").split(separator) if "=" in item)
+    return dict(pairs).get(name)
+
+
+def test_pooler_connections_fit_the_smallest_plan() -> None:
+    """Every instance of every function may hold DATABASE_POOL_SIZE pooler connections."""
+    default_pool = Settings.model_fields["database_pool_size"].default
+    total = 0
+    for name in ("webhook", "send", "cleanup"):
+        step = _deploy_step(name)
+        instances = int(_flag(step, "max-instances") or 100)  # Cloud Run's default maximum
+        total += instances * int(_env_var(step, "DATABASE_POOL_SIZE") or default_pool)
+    assert total <= SMALLEST_PLAN_POOLER_CLIENTS
+
+
+@pytest.mark.parametrize("name", ["webhook", "send", "cleanup"])
+def test_deployed_functions_run_as_production(name: str) -> None:
+    assert _env_var(_deploy_step(name), "ENVIRONMENT") == "production"

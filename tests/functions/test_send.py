@@ -11,9 +11,11 @@ import psycopg
 import pytest
 import requests
 
+import shared.services
 from devstack import functions
 from devstack.twilio_emulator import TwilioEmulator
 from shared.auth import LEEWAY_SECONDS
+from shared.db import DatabaseUnavailable
 from tests import factories as f
 from tests.conftest import (
     ACCOUNT_SID,
@@ -207,30 +209,54 @@ def test_advisor_rate_limit_is_429(make_services: Any, team: dict[str, Any]) -> 
     assert codes == [202, 202, 429]
 
 
-@pytest.mark.parametrize(("status", "code"), [(429, 20429), (500, 20500)])
-def test_twilio_refusal_is_502_and_stored_failed(
-    send: SendClient,
-    team: dict[str, Any],
-    db: psycopg.Connection[Any],
-    twilio_api: TwilioApi,
-    status: int,
-    code: int,
-) -> None:
-    customer = db.execute(
-        "select customer_phone from conversations where id = %s", (team["conversations"]["a"],)
+def _customer_of(db: psycopg.Connection[Any], conversation_id: str) -> str:
+    row = db.execute(
+        "select customer_phone from conversations where id = %s", (conversation_id,)
     ).fetchone()
-    assert customer
-    twilio_api.fail_next(customer["customer_phone"], status, code)
+    assert row
+    return str(row["customer_phone"])
+
+
+def test_a_final_twilio_refusal_is_502_and_stored_failed(
+    send: SendClient, team: dict[str, Any], db: psycopg.Connection[Any], twilio_api: TwilioApi
+) -> None:
+    twilio_api.fail_next(_customer_of(db, team["conversations"]["a"]), 400, 21211)
     response = send.post(
         {"conversation_id": team["conversations"]["a"], "body": "hola"},
         mint_token(team["users"]["a"]),
     )
     assert response.status_code == 502
     answer = response.get_json()
-    assert answer["error"] == "twilio_error" and answer["twilio_code"] == code
+    assert answer["error"] == "twilio_error" and answer["twilio_code"] == 21211
     row = db.execute(
         "select status, error_code from messages where id = %s", (answer["message_id"],)
     ).fetchone()
+    assert row == {"status": "failed", "error_code": 21211}
+
+
+@pytest.mark.parametrize(("status", "code"), [(429, 20429), (500, 20500), (502, None)])
+def test_a_passing_twilio_failure_is_202_and_left_to_the_sweep(
+    send: SendClient,
+    team: dict[str, Any],
+    db: psycopg.Connection[Any],
+    twilio_api: TwilioApi,
+    status: int,
+    code: int | None,
+) -> None:
+    """Stored before Twilio was called: the advisor must not send it again (that would be the
+    duplicate); the sweep sends it, after asking Twilio when it is unknown whether it went."""
+    twilio_api.fail_next(_customer_of(db, team["conversations"]["a"]), status, code)
+    response = send.post(
+        {"conversation_id": team["conversations"]["a"], "body": "hola"},
+        mint_token(team["users"]["a"]),
+    )
+    assert response.status_code == 202
+    answer = response.get_json()
+    assert answer["status"] == "queued" and answer["retrying"] is True
+    row = db.execute(
+        "select status, error_code from messages where id = %s", (answer["message_id"],)
+    ).fetchone()
+    # A gateway's 502 without Twilio's error body: unknown whether Twilio has it (code null).
     assert row == {"status": "failed", "error_code": code}
 
 
@@ -252,6 +278,61 @@ def test_idempotency_key_sends_once(
     )
     stored = db.execute("select count(*) as n from messages where body = 'una sola vez'").fetchone()
     assert stored == {"n": 2}
+
+
+def test_an_idempotency_key_is_bound_to_its_request(
+    send: SendClient, team: dict[str, Any], twilio_api: TwilioApi
+) -> None:
+    token = mint_token(team["users"]["a"])
+    first = {"conversation_id": team["conversations"]["a"], "body": "primero"}
+    assert send.post(first, token, **{"Idempotency-Key": "k-2"}).status_code == 202
+    other = send.post({**first, "body": "otro"}, token, **{"Idempotency-Key": "k-2"})
+    assert other.status_code == 422
+    assert other.get_json()["error"] == "idempotency_key_reused"
+    assert twilio_api.bodies() == ["primero"]
+
+
+def test_a_request_that_died_after_sending_replays_from_the_stored_message(
+    send: SendClient,
+    team: dict[str, Any],
+    db: psycopg.Connection[Any],
+    twilio_api: TwilioApi,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twilio accepted the message, then the database went away before the answer was saved:
+    the advisor still gets 202, a replay waits out the lease (409), then answers with the
+    stored message; the status callback that names the row records the sid; nothing is sent
+    twice."""
+    services = shared.services.get_services()
+    value = services.db.value
+
+    def database_gone_after_the_send(query: str, params: tuple[Any, ...] = ()) -> Any:
+        if "update_outbound" in query or "finish_send_request" in query:
+            raise DatabaseUnavailable("connection lost")
+        return value(query, params)
+
+    token = mint_token(team["users"]["a"])
+    body = {"conversation_id": team["conversations"]["a"], "body": "una vez y ya"}
+    with monkeypatch.context() as m:
+        m.setattr(services.db, "value", database_gone_after_the_send)
+        first = send.post(body, token, **{"Idempotency-Key": "k-3"})
+    assert first.status_code == 202
+    message_id = first.get_json()["message_id"]
+    assert send.post(body, token, **{"Idempotency-Key": "k-3"}).status_code == 409
+    db.execute(
+        "update send_requests set created_at = now() - interval '61 seconds'"
+        " where idempotency_key = 'k-3'"
+    )
+    replay = send.post(body, token, **{"Idempotency-Key": "k-3"})
+    assert replay.status_code == 202
+    assert replay.get_json() == {"message_id": message_id, "status": "queued"}
+    sid = twilio_api.resources[-1]["sid"]
+    db.execute("select record_status(%s, 'delivered', null, null, %s)", (sid, message_id))
+    row = db.execute(
+        "select status, provider_sid from messages where id = %s", (message_id,)
+    ).fetchone()
+    assert row == {"status": "delivered", "provider_sid": sid}
+    assert twilio_api.bodies().count("una vez y ya") == 1
 
 
 def test_cors(send: SendClient) -> None:

@@ -3,6 +3,7 @@ Redis; Twilio REST through `responses`, OpenAI through a local HTTP stand-in."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -45,8 +46,13 @@ def messages_of(db: psycopg.Connection[Any], advisor_id: Any) -> list[dict[str, 
     ).fetchall()
 
 
-def conversation_of(db: psycopg.Connection[Any], advisor_id: Any) -> dict[str, Any]:
-    row = db.execute("select * from conversations where advisor_id = %s", (advisor_id,)).fetchone()
+def conversation_of(
+    db: psycopg.Connection[Any], advisor_id: Any, customer: str | None = None
+) -> dict[str, Any]:
+    row = db.execute(
+        "select * from conversations where advisor_id = %s and customer_phone = coalesce(%s, customer_phone)",
+        (advisor_id, customer),
+    ).fetchone()
     assert row
     return dict(row)
 
@@ -286,13 +292,16 @@ def test_handoff_tool_alerts_the_advisor_and_pauses_the_ai(
     openai_stub: FakeOpenAI,
 ) -> None:
     customer, number = f.phone("+57328"), advisor["twilio_phone_number"]
+    # María wrote to her own number today: her 24-hour window is open, free text goes.
+    f.ingest(db, advisor["id"], advisor["phone_number"], "hola", permitted=False)
     openai_stub.handoff("wants to negotiate price")
     webhook.inbound(customer, number, "quiero hablar con María directamente")
     to_customer = twilio_api.bodies(customer)
     assert len(to_customer) == 1 and "María González" in to_customer[0]
     alerts = twilio_api.bodies(advisor["phone_number"])
     assert len(alerts) == 1 and "wants to negotiate price" in alerts[0]
-    conversation = conversation_of(db, advisor["id"])
+    assert "StatusCallback" not in twilio_api.sent[-1]  # no row of ours to report on
+    conversation = conversation_of(db, advisor["id"], customer)
     assert conversation["ai_attention"] is False
     assert conversation["handoff_reason"] == "wants to negotiate price"
     assert conversation["human_override_until"] is not None
@@ -306,6 +315,48 @@ def test_handoff_tool_alerts_the_advisor_and_pauses_the_ai(
     assert len(openai_stub.requests) == calls
     assert len(twilio_api.sent) == 2
     assert messages_of(db, advisor["id"])[-1]["body"] == "¿hola?"
+    recorded = db.execute(
+        "select channel, status, provider_sid is not null as has_sid, reason from advisor_alerts"
+        " where conversation_id = %s", (conversation["id"],),
+    ).fetchall()  # fmt: skip
+    assert recorded == [{"channel": "text", "status": "sent", "has_sid": True,
+                         "reason": "wants to negotiate price"}]  # fmt: skip
+
+
+ALERT_TEMPLATE = "HX" + "a1" * 16
+
+
+@pytest.mark.parametrize("template", [None, ALERT_TEMPLATE])
+def test_handoff_alert_outside_the_advisors_window_needs_a_template(
+    make_services: Any,
+    advisor: dict[str, Any],
+    db: psycopg.Connection[Any],
+    twilio_api: TwilioApi,
+    openai_stub: FakeOpenAI,
+    template: str | None,
+) -> None:
+    """María has not written to her number in 24 hours: WhatsApp would refuse free text
+    (63016), so the alert goes as the approved template, or not at all, and says so."""
+    make_services(**({"ADVISOR_ALERT_CONTENT_SID": template} if template else {}))
+    webhook = WebhookClient()
+    customer = f.phone("+57338")
+    openai_stub.handoff("quiere un descuento")
+    webhook.inbound(customer, advisor["twilio_phone_number"], "¿me hacen descuento?")
+    to_advisor = [m for m in twilio_api.sent if m["To"] == [f"whatsapp:{advisor['phone_number']}"]]
+    recorded = db.execute(
+        "select channel, status, error_message from advisor_alerts where advisor_id = %s",
+        (advisor["id"],),
+    ).fetchone()
+    if template is None:
+        assert to_advisor == []
+        assert recorded == {"channel": "none", "status": "skipped", "error_message":
+                            "outside the advisor's 24-hour window and no alert template"}  # fmt: skip
+    else:
+        assert len(to_advisor) == 1 and to_advisor[0]["ContentSid"] == [template]
+        assert json.loads(to_advisor[0]["ContentVariables"][0]) == {
+            "1": customer, "2": "quiere un descuento"
+        }  # fmt: skip
+        assert recorded == {"channel": "template", "status": "sent", "error_message": None}
 
 
 def test_opt_out_and_back_in(

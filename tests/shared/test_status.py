@@ -29,7 +29,7 @@ def callback(status: str, code: str = "") -> StatusCallback:
     ("twilio", "ours"),
     [("accepted", "queued"), ("sending", "sending"), ("sent", "sent"), ("delivered", "delivered"),
      ("read", "read"), ("undelivered", "undelivered"), ("failed", "failed"),
-     ("canceled", "failed"), ("partially_delivered", "delivered"), ("READ", "read")],
+     ("canceled", "canceled"), ("partially_delivered", "delivered"), ("READ", "read")],
 )  # fmt: skip
 def test_twilio_statuses_map_onto_ours(twilio: str, ours: str) -> None:
     db = RecordingDb()

@@ -1,0 +1,126 @@
+"""Outbound delivery on a bad Twilio day: N customers each write once, the AI answers each, and
+Twilio fails a share of the sends at random (429, 500, or accepts the message but answers after
+our client timed out); status callbacks arrive as Twilio sends them; then a few cleanup runs
+(Twilio still failing). Prints where every reply ended and how many customers got one twice.
+
+    python -m devstack.delivery [--messages 1000] [--failure-rate 0.3] [--cleanup-runs 3]
+
+Ended: delivered (sent, delivered or read), failed for good (a final refusal, attempts used
+up, or canceled), still pending (the next run would try again), and sent twice (must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import requests
+
+from devstack import functions
+from devstack.bench import ADVISOR_NUMBERS
+from devstack.simulate import inbound_form, post_signed
+from devstack.stack import Ports, Stack
+from shared.whatsapp import RETRYABLE_CODES
+
+TWILIO_TIMEOUT = 1.0
+BACKOFF = 1
+
+
+def run(messages: int, failure_rate: float, cleanup_runs: int, seed: int = 11) -> dict[str, Any]:
+    rng = random.Random(seed)
+    overrides = {
+        "BURST_WAIT_SECONDS": "0",
+        "TWILIO_TIMEOUT_SECONDS": str(TWILIO_TIMEOUT),
+        "RECOVERY_MIN_AGE_SECONDS": "1",
+        "RESEND_BACKOFF_SECONDS": str(BACKOFF),
+        "RATE_LIMIT_ADVISOR_PER_MINUTE": "100000",
+    }
+    with tempfile.TemporaryDirectory(prefix="delivery-") as tmp:
+        ports = Ports(**{name: functions.free_port() for name in Ports.__dataclass_fields__})
+        with Stack(Path(tmp), ports, overrides=overrides, fresh_database=True) as stack:
+            assert stack.twilio is not None
+            stack.twilio.chaos(failure_rate, hang_seconds=TWILIO_TIMEOUT * 1.5, seed=seed)
+            env = stack.env
+            customers = [f"+57320{n:07d}" for n in rng.sample(range(10**7), messages)]
+            forms = [
+                inbound_form(customer, rng.choice(ADVISOR_NUMBERS), "¿tienen envíos?",
+                             env["TWILIO_ACCOUNT_SID"])
+                for customer in customers
+            ]  # fmt: skip
+
+            def deliver(form: dict[str, str]) -> int:
+                return post_signed(
+                    env["WEBHOOK_URL"], env["TWILIO_AUTH_TOKEN"], form,
+                    signed_url=env["WEBHOOK_PUBLIC_URL"],
+                ).status_code  # fmt: skip
+
+            with ThreadPoolExecutor(16) as pool:
+                http = Counter(pool.map(deliver, forms))
+            sweeps = []
+            for n in range(cleanup_runs):
+                # Past the backoff of the attempts made so far; the callbacks of sends land.
+                time.sleep(BACKOFF * 2**n + TWILIO_TIMEOUT * 2)
+                report = requests.post(
+                    env["CLEANUP_URL"], headers={"Authorization": f"Bearer {env['CLEANUP_TOKEN']}"},
+                    timeout=600,
+                ).json()  # fmt: skip
+                sweeps.append(report["recovery"])
+            time.sleep(TWILIO_TIMEOUT * 2)  # the last callbacks
+            with psycopg.connect(env["DATABASE_ADMIN_URL"]) as conn:
+                ended = _ended(conn, customers)
+            per_customer = Counter(m["to"] for m in stack.twilio.messages)
+            return {
+                "messages": messages,
+                "failure_rate": failure_rate,
+                "http": {str(k): v for k, v in sorted(http.items())},
+                "twilio_sends_accepted": len(stack.twilio.messages),
+                "ended": ended,
+                "customers_without_reply": sum(
+                    1 for c in customers if per_customer[f"whatsapp:{c}"] == 0
+                ),
+                "sent_twice": sum(1 for n in per_customer.values() if n > 1),
+                "cleanup_runs": sweeps,
+            }
+
+
+def _ended(conn: psycopg.Connection[Any], customers: list[str]) -> dict[str, int]:
+    rows = conn.execute(
+        """
+        select m.status, m.error_code, m.attempts from messages m
+        join conversations c on c.id = m.conversation_id
+        where m.direction = 'outbound' and c.customer_phone = any(%s)
+        """,
+        (customers,),
+    ).fetchall()
+    ended: Counter[str] = Counter(delivered=0, failed_for_good=0, pending=0)
+    for status, code, attempts in rows:
+        if status in ("sent", "delivered", "read"):
+            ended["delivered"] += 1
+        elif status in ("queued", "sending") or (
+            status == "failed" and (code is None or code in RETRYABLE_CODES) and attempts < 5
+        ):
+            ended["pending"] += 1
+        else:
+            ended["failed_for_good"] += 1
+    return dict(ended)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--failure-rate", type=float, default=0.3)
+    parser.add_argument("--cleanup-runs", type=int, default=3)
+    args = parser.parse_args()
+    print(json.dumps(run(args.messages, args.failure_rate, args.cleanup_runs), indent=2))
+
+
+if __name__ == "__main__":
+    main()
