@@ -4,6 +4,10 @@ our client timed out); status callbacks arrive as Twilio sends them; then a few 
 (Twilio still failing). Prints where every reply ended and how many customers got one twice.
 
     python -m devstack.delivery [--messages 1000] [--failure-rate 0.3] [--cleanup-runs 3]
+                                [--callback-loss 0.5]
+
+With --callback-loss, that share of status callbacks never arrives, so the sends Twilio
+accepted without our knowing are found only by the sweep's lookup in Twilio's list.
 
 Ended: delivered (sent, delivered or read), failed for good (a final refusal, attempts used
 up, or canceled), still pending (the next run would try again), and sent twice (must be 0).
@@ -34,7 +38,13 @@ TWILIO_TIMEOUT = 1.0
 BACKOFF = 1
 
 
-def run(messages: int, failure_rate: float, cleanup_runs: int, seed: int = 11) -> dict[str, Any]:
+def run(
+    messages: int,
+    failure_rate: float,
+    cleanup_runs: int,
+    callback_loss: float = 0.0,
+    seed: int = 11,
+) -> dict[str, Any]:
     rng = random.Random(seed)
     overrides = {
         "BURST_WAIT_SECONDS": "0",
@@ -47,7 +57,9 @@ def run(messages: int, failure_rate: float, cleanup_runs: int, seed: int = 11) -
         ports = Ports(**{name: functions.free_port() for name in Ports.__dataclass_fields__})
         with Stack(Path(tmp), ports, overrides=overrides, fresh_database=True) as stack:
             assert stack.twilio is not None
-            stack.twilio.chaos(failure_rate, hang_seconds=TWILIO_TIMEOUT * 1.5, seed=seed)
+            stack.twilio.chaos(
+                failure_rate, TWILIO_TIMEOUT * 1.5, seed=seed, callback_loss=callback_loss
+            )
             env = stack.env
             customers = [f"+57320{n:07d}" for n in rng.sample(range(10**7), messages)]
             forms = [
@@ -80,6 +92,7 @@ def run(messages: int, failure_rate: float, cleanup_runs: int, seed: int = 11) -
             return {
                 "messages": messages,
                 "failure_rate": failure_rate,
+                "callback_loss": callback_loss,
                 "http": {str(k): v for k, v in sorted(http.items())},
                 "twilio_sends_accepted": len(stack.twilio.messages),
                 "ended": ended,
@@ -118,8 +131,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--failure-rate", type=float, default=0.3)
     parser.add_argument("--cleanup-runs", type=int, default=3)
+    parser.add_argument("--callback-loss", type=float, default=0.0)
     args = parser.parse_args()
-    print(json.dumps(run(args.messages, args.failure_rate, args.cleanup_runs), indent=2))
+    report = run(args.messages, args.failure_rate, args.cleanup_runs, args.callback_loss)
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -102,6 +102,7 @@ class TwilioEmulator:
         self._failures: list[tuple[int, int, str]] = []
         self._chaos_rate = 0.0
         self._hang_seconds = 0.0
+        self._callback_loss = 0.0
         self._random = random.Random(0)
         self._lock = threading.Lock()
         self.validator = RequestValidator(auth_token)
@@ -128,11 +129,15 @@ class TwilioEmulator:
         with self._lock:
             self._failures.extend([(status, code, message)] * count)
 
-    def chaos(self, rate: float, hang_seconds: float = 0.0, seed: int = 0) -> None:
+    def chaos(
+        self, rate: float, hang_seconds: float = 0.0, seed: int = 0, callback_loss: float = 0.0
+    ) -> None:
         """Fail this share of sends at random, a third each: 429 (20429), 500 (20500), and
-        accepted but answered after `hang_seconds` (longer than the client waits)."""
+        accepted but answered after `hang_seconds` (longer than the client waits); lose this
+        share of status callbacks."""
         with self._lock:
             self._chaos_rate, self._hang_seconds = rate, hang_seconds
+            self._callback_loss = callback_loss
             self._random = random.Random(seed)
 
     def _authorized(self, request: Request) -> bool:
@@ -171,6 +176,7 @@ class TwilioEmulator:
             )
         hang = 0.0
         with self._lock:
+            lose_callbacks = self._random.random() < self._callback_loss
             failure = self._failures.pop(0) if self._failures else None
             if failure is None and self._random.random() < self._chaos_rate:
                 kind = self._random.choice(("429", "500", "timeout"))
@@ -189,7 +195,7 @@ class TwilioEmulator:
         }
         with self._lock:
             self.messages.append(record)
-        if record["status_callback"]:
+        if record["status_callback"] and not lose_callbacks:
             threading.Thread(target=self._post_callbacks, args=(record,), daemon=True).start()
         if hang:
             time.sleep(hang)  # accepted; the answer comes after the client stopped waiting

@@ -17,6 +17,7 @@ import functions_framework
 import jwt
 import psycopg
 import pytest
+import requests
 import responses
 from psycopg.rows import dict_row
 from twilio.request_validator import RequestValidator
@@ -236,6 +237,7 @@ class TwilioApi:
         self.sent: list[dict[str, list[str]]] = []
         self.resources: list[dict[str, Any]] = []
         self._failures: list[tuple[str, int, int | None]] = []
+        self._time_outs: list[str] = []
         self._lock = threading.Lock()
         mock.add_callback(responses.POST, TWILIO_MESSAGES_URL, callback=self._create)
         mock.add_callback(responses.GET, TWILIO_MESSAGES_URL, callback=self._list)
@@ -246,9 +248,20 @@ class TwilioApi:
         with self._lock:
             self._failures.append((f"whatsapp:{to}", status, code))
 
+    def time_out_next(self, to: str) -> None:
+        """The next send to `to` is accepted by Twilio, but its answer never reaches us (our
+        client's read timeout)."""
+        with self._lock:
+            self._time_outs.append(f"whatsapp:{to}")
+
     def _create(self, request: Any) -> tuple[int, dict[str, str], str]:
         form = parse_qs(request.body if isinstance(request.body, str) else request.body.decode())
         with self._lock:
+            if form["To"][0] in self._time_outs:
+                self._time_outs.remove(form["To"][0])
+                self.sent.append(form)
+                self.resources.append(message_resource(ACCOUNT_SID, form))
+                raise requests.exceptions.ReadTimeout("Read timed out. (read timeout=5)")
             failure = next((f for f in self._failures if f[0] == form["To"][0]), None)
             if failure:
                 self._failures.remove(failure)

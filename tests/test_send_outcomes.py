@@ -4,6 +4,7 @@ message's sid is never lost (both take an advisory lock on the sid)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -79,7 +80,10 @@ def _waiting_for_a_lock(db: psycopg.Connection[Any], pid: int) -> bool:
     found = db.execute(
         "select wait_event_type, wait_event from pg_stat_activity where pid = %s", (pid,)
     ).fetchone()
-    return bool(found) and (found["wait_event_type"], found["wait_event"]) == ("Lock", "advisory")
+    return found is not None and (found["wait_event_type"], found["wait_event"]) == (
+        "Lock",
+        "advisory",
+    )
 
 
 @pytest.mark.parametrize("first", ["send recorded", "callback"])
@@ -108,3 +112,24 @@ def test_a_callback_racing_the_sid_write_is_never_orphaned(
         answer.result(timeout=30)
     assert row(db, message_id) == {"status": "failed", "provider_sid": sid, "error_code": 63016}
     assert early(db, sid) == 0
+
+
+@pytest.mark.parametrize(
+    ("media", "preview"),
+    [([{"path": "t/a/c/voz.ogg", "content_type": "audio/ogg"}], "[media]"),
+     ([{"type": "template", "content_sid": "HX" + "c3" * 16, "variables": {}}], "[template]")],
+)  # fmt: skip
+def test_a_media_only_reply_moves_the_conversation_up_the_list(
+    db: psycopg.Connection[Any], conversation: str, media: list[dict[str, Any]], preview: str
+) -> None:
+    db.execute("update conversations set last_message_at = now() - interval '1 hour'"
+               " where id = %s", (conversation,))  # fmt: skip
+    db.execute(
+        "select commit_reply(%s, '{}'::uuid[], %s::jsonb, null, null, false)",
+        (conversation, json.dumps([{"author": "advisor", "body": None, "media": media}])),
+    )
+    found = db.execute(
+        "select last_message_at > now() - interval '1 minute' as recent, last_message_preview"
+        " from conversations where id = %s", (conversation,),
+    ).fetchone()  # fmt: skip
+    assert found == {"recent": True, "last_message_preview": preview}

@@ -166,3 +166,23 @@ def test_assistant_reads_openais_shapes() -> None:
     finally:
         assistant.close()
         server.stop()
+
+
+def test_the_upstash_sdks_private_parts_we_use_are_still_there() -> None:
+    """shared/upstash.py bounds the Redis client's httpx client and drives the rate limiter's
+    one-command generator (both pinned in pyproject.toml): an SDK update that moves either
+    fails here, not silently in production."""
+    from upstash_ratelimit import Ratelimit, SlidingWindow
+    from upstash_ratelimit.limiter import Response
+    from upstash_redis import Redis
+
+    redis = Redis(url="https://contract.upstash.example", token="t", allow_telemetry=False)
+    assert isinstance(redis._http._client, httpx.Client)
+    limiter = Ratelimit(redis=redis, limiter=SlidingWindow(max_requests=2, window=60, unit="s"))
+    generator = limiter._limiter._limit("rl:contract")  # type: ignore[attr-defined]
+    command, args = next(generator)
+    assert isinstance(command, str) and hasattr(redis.pipeline(), command)
+    assert isinstance(args, list | tuple)
+    response = generator.send(1)  # what the script answers for the first request in a window
+    assert isinstance(response, Response) and response.allowed is True
+    redis.close()  # type: ignore[no-untyped-call]

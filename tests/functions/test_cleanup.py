@@ -292,3 +292,81 @@ def test_served_cleanup_answers_http(served_cleanup: str) -> None:
     assert requests.post(served_cleanup, timeout=10).status_code == 401
     response = requests.post(served_cleanup + "?dry_run=1", headers=AUTH, timeout=30)
     assert response.status_code == 200 and "preview" in response.json()
+
+
+STORAGE_DELETE = r".*/storage/v1/object/whatsapp-media$"
+
+
+def _old_messages_with_media(db: psycopg.Connection[Any], count: int) -> tuple[str, str]:
+    tenant = f.tenant(db, "media-retention")
+    adv = f.advisor(db, tenant)
+    stored = f.ingest(db, adv["id"], f.phone("+57398"), "foto", name="Carla Ruiz")
+    db.execute("update conversations set handoff_reason = 'quiere hablar con Luis'"
+               " where id = %s", (stored["conversation_id"],))  # fmt: skip
+    db.execute(
+        "insert into messages (tenant_id, advisor_id, conversation_id, direction, author, body,"
+        " status, media, created_at, handled_at)"
+        " select %s, %s, %s, 'inbound', 'customer', null, 'received',"
+        " jsonb_build_array(jsonb_build_object('path', %s || '/' || g || '.jpg')),"
+        " now() - interval '100 days', now() from generate_series(1, %s) g",
+        (tenant, adv["id"], stored["conversation_id"], str(tenant), count - 1),
+    )
+    backdate(db, "messages", "id = %s", (stored["message_id"],), created_at="100 days")
+    return str(tenant), str(stored["conversation_id"])
+
+
+def test_retention_removes_media_before_rows_in_calls_storage_accepts(
+    cleanup: CleanupClient, db: psycopg.Connection[Any]
+) -> None:
+    """Storage deletes at most 1,000 objects a call; a Storage error keeps the rows (and so
+    the paths) for the next run; a closed conversation forgets the customer."""
+    tenant, conversation = _old_messages_with_media(db, 2_501)
+    with respx.mock(assert_all_called=False) as storage:
+        storage.route(host="127.0.0.1").pass_through()
+        storage.delete(url__regex=STORAGE_DELETE).mock(
+            return_value=httpx.Response(500, json={"statusCode": "500", "error": "internal"})
+        )
+        failed = cleanup.run()
+    assert "error" in failed["retention"]
+    left = db.execute("select count(*) as n from messages where tenant_id = %s", (tenant,))
+    assert left.fetchone() == {"n": 2_501}
+    with respx.mock(assert_all_called=False) as storage:
+        storage.route(host="127.0.0.1").pass_through()
+        route = storage.delete(url__regex=STORAGE_DELETE).mock(
+            side_effect=lambda request: httpx.Response(
+                200, json=[{"name": p} for p in json.loads(request.content)["prefixes"]]
+            )
+        )
+        report = cleanup.run()
+    sizes = [len(json.loads(call.request.content)["prefixes"]) for call in route.calls]
+    assert sizes == [1000, 1000, 500] and report["retention"]["storage_objects"] == 2_500
+    left = db.execute("select count(*) as n from messages where tenant_id = %s", (tenant,))
+    assert left.fetchone() == {"n": 0}
+    closed = db.execute(
+        "select status, customer_name, last_message_preview, handoff_reason from conversations"
+        " where id = %s", (conversation,),
+    ).fetchone()  # fmt: skip
+    assert closed == {"status": "closed", "customer_name": None, "last_message_preview": None,
+                      "handoff_reason": None}  # fmt: skip
+
+
+def test_recovery_leases_one_conversations_turn_at_a_time(
+    advisor: dict[str, Any], db: psycopg.Connection[Any]
+) -> None:
+    """A claim leases exactly the messages of the turn it hands out: the next claim gets the
+    next conversation at once, not after a lease meant for a whole batch ran out."""
+    first = f.ingest(db, advisor["id"], f.phone("+57399"), "uno")
+    second = f.ingest(db, advisor["id"], f.phone("+57399"), "dos")
+    backdate(db, "messages", "id = any(%s::uuid[])",
+             ([first["message_id"], second["message_id"]],), created_at="10 minutes")  # fmt: skip
+    claim = ("select claim_unanswered_turn(interval '2 minutes', interval '1 hour',"
+             " interval '20 seconds') as t")  # fmt: skip
+    turns = [db.execute(claim).fetchone() for _ in range(3)]
+    claimed = [t["t"]["conversation_id"] if t and t["t"] else None for t in turns]
+    assert claimed == [first["conversation_id"], second["conversation_id"], None]
+    leased = db.execute(
+        "select count(*) as n from messages where id = any(%s::uuid[])"
+        " and lease_until between now() + interval '19 seconds' and now() + interval '21 seconds'",
+        ([first["message_id"], second["message_id"]],),
+    ).fetchone()
+    assert leased == {"n": 2}

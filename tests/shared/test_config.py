@@ -80,7 +80,7 @@ def test_every_example_value_is_refused_in_production() -> None:
     example = dotenv_values(Path(__file__).resolve().parents[2] / ".env.example")
     values = {k: v for k, v in example.items() if v}
     with pytest.raises(ValueError, match="development values refused") as refused:
-        Settings(_env_file=None, **{**values, "ENVIRONMENT": "production"})  # type: ignore[arg-type]
+        Settings(_env_file=None, **{**values, "ENVIRONMENT": "production"})  # type: ignore[call-arg,arg-type]
     secrets = {
         n.upper() for n, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)
     }

@@ -22,6 +22,19 @@ def test_a_connection_killed_while_idle_is_replaced(
         db.close()
 
 
+def test_the_functions_run_under_a_statement_timeout(app_database_url: str) -> None:
+    """The login role carries the timeout (set as README's setup does); a statement past it is
+    cancelled and answered like an unavailable database (503: the caller retries)."""
+    db = Database(app_database_url, pool_size=1, timeout=5)
+    try:
+        assert db.value("select current_setting('statement_timeout')") == "10s"
+        db.value("select set_config('statement_timeout', '50ms', false)")  # pool of one
+        with pytest.raises(DatabaseUnavailable, match="statement timeout"):
+            db.value("select pg_sleep(5)")
+    finally:
+        db.close()
+
+
 def test_an_unreachable_database_is_unavailable() -> None:
     db = Database("postgresql://nobody@127.0.0.1:9/none", pool_size=1, timeout=1)
     try:

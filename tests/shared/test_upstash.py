@@ -77,3 +77,31 @@ def test_set_if_newer_keeps_the_largest(upstash: Upstash) -> None:
     assert upstash.set_if_newer(key, "0002:b", 60) == "0002:b"
     assert upstash.set_if_newer(key, "0001:a", 60) == "0002:b"
     assert upstash.set_if_newer(key, "0003:c", 60) == "0003:c"
+
+
+def test_failing_open_is_counted_and_logged_as_a_metric(
+    broken: Upstash, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert broken.get("k") is None
+    assert broken.failed_open == 1
+    [record] = [r for r in caplog.records if r.name == "shared.upstash"]
+    assert record.fields["metric"] == "redis_fail_open"  # type: ignore[attr-defined]
+    assert record.fields["operation"] == "get"  # type: ignore[attr-defined]
+
+
+def test_a_bug_or_a_changed_sdk_is_never_taken_for_an_outage(
+    upstash: Upstash, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failing open on everything would let an SDK update silently switch off dedup and every
+    rate limit: only Upstash being unavailable fails open."""
+
+    class ChangedLimiter:  # an SDK release without the private generator we drive
+        pass
+
+    monkeypatch.setattr(upstash, "_limiter", lambda prefix, n: ChangedLimiter())
+    with pytest.raises(AttributeError):
+        upstash.admit("seen:z", [("rl:c", 1, "a")])
+    monkeypatch.setattr(upstash.client, "get", lambda key: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        upstash.get("k")
+    assert upstash.failed_open == 0
