@@ -9,8 +9,9 @@ our client timed out); status callbacks arrive as Twilio sends them; then a few 
 With --callback-loss, that share of status callbacks never arrives, so the sends Twilio
 accepted without our knowing are found only by the sweep's lookup in Twilio's list.
 
-Ended: delivered (sent, delivered or read), failed for good (a final refusal, attempts used
-up, or canceled), still pending (the next run would try again), and sent twice (must be 0).
+Ended: delivered (sent, delivered or read), accepted by Twilio without a status report yet (a
+sid, but its callbacks were lost), failed for good (a final refusal, attempts used up, or
+canceled), still pending (not at Twilio; the next run tries again), and sent twice (must be 0).
 """
 
 from __future__ import annotations
@@ -107,16 +108,18 @@ def run(
 def _ended(conn: psycopg.Connection[Any], customers: list[str]) -> dict[str, int]:
     rows = conn.execute(
         """
-        select m.status, m.error_code, m.attempts from messages m
+        select m.status, m.error_code, m.attempts, m.provider_sid is not null from messages m
         join conversations c on c.id = m.conversation_id
         where m.direction = 'outbound' and c.customer_phone = any(%s)
         """,
         (customers,),
     ).fetchall()
-    ended: Counter[str] = Counter(delivered=0, failed_for_good=0, pending=0)
-    for status, code, attempts in rows:
+    ended: Counter[str] = Counter(delivered=0, accepted_no_report=0, failed_for_good=0, pending=0)
+    for status, code, attempts, has_sid in rows:
         if status in ("sent", "delivered", "read"):
             ended["delivered"] += 1
+        elif has_sid and status in ("queued", "sending"):
+            ended["accepted_no_report"] += 1
         elif status in ("queued", "sending") or (
             status == "failed" and (code is None or code in RETRYABLE_CODES) and attempts < 5
         ):

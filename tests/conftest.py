@@ -435,3 +435,38 @@ def eventually(condition: Any, timeout: float = 30.0, what: str = "condition") -
             return result
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+CLEANUP_SOURCE = ROOT / "functions" / "cleanup" / "main.py"
+CLEANUP_AUTH = {"Authorization": f"Bearer {CLEANUP_TOKEN}"}
+
+
+class CleanupClient:
+    """Posts to the cleanup function served by functions-framework, with its token."""
+
+    def __init__(self) -> None:
+        app = functions_framework.create_app(target="cleanup", source=str(CLEANUP_SOURCE))
+        self.client = app.test_client()
+
+    def run(self, dry_run: bool = False) -> dict[str, Any]:
+        response = self.client.post("/" + ("?dry_run=1" if dry_run else ""), headers=CLEANUP_AUTH)
+        assert response.status_code == 200, response.get_json()
+        result: dict[str, Any] = response.get_json()
+        return result
+
+
+@pytest.fixture
+def cleanup(make_services: Any) -> CleanupClient:
+    make_services()
+    return CleanupClient()
+
+
+def backdate(
+    db: psycopg.Connection[Any], table: str, where: str, params: tuple[Any, ...], **columns: str
+) -> None:
+    """Move timestamps into the past without the updated_at trigger undoing it."""
+    sets = ", ".join(f"{column} = now() - interval '{age}'" for column, age in columns.items())
+    with db.transaction():
+        db.execute(f"alter table {table} disable trigger user")
+        db.execute(f"update {table} set {sets} where {where}", params)
+        db.execute(f"alter table {table} enable trigger user")

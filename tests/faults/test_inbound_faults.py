@@ -28,8 +28,16 @@ from shared.inbound import handle_inbound
 from shared.services import Deadline, Services
 from shared.twilio_payloads import InboundMessage
 from tests import factories as f
-from tests.conftest import PUBLIC_URL, WEBHOOK_SOURCE, TwilioApi, eventually, inbound_form, sign
-from tests.functions.test_cleanup import CleanupClient, backdate
+from tests.conftest import (
+    PUBLIC_URL,
+    WEBHOOK_SOURCE,
+    CleanupClient,
+    TwilioApi,
+    backdate,
+    eventually,
+    inbound_form,
+    sign,
+)
 from tests.functions.test_media import PDF, FakeStorage, media_fields, storage, twilio_media
 
 __all__ = ["storage"]  # the Storage stand-in fixture, shared with the media tests

@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import functions_framework
 import httpx
 import psycopg
 import pytest
@@ -15,31 +14,11 @@ import respx
 
 from devstack import functions
 from tests import factories as f
-from tests.conftest import CLEANUP_TOKEN, ROOT, TwilioApi
+from tests.conftest import CLEANUP_AUTH, CLEANUP_TOKEN, CleanupClient, TwilioApi, backdate
 from tests.functions.test_webhook import in_parallel
 
 # Sweeps act on every row of a database: each test here has one of its own.
 pytestmark = [pytest.mark.usefixtures("twilio_api"), pytest.mark.own_database]
-CLEANUP_SOURCE = ROOT / "functions" / "cleanup" / "main.py"
-AUTH = {"Authorization": f"Bearer {CLEANUP_TOKEN}"}
-
-
-class CleanupClient:
-    def __init__(self) -> None:
-        app = functions_framework.create_app(target="cleanup", source=str(CLEANUP_SOURCE))
-        self.client = app.test_client()
-
-    def run(self, dry_run: bool = False) -> dict[str, Any]:
-        response = self.client.post("/" + ("?dry_run=1" if dry_run else ""), headers=AUTH)
-        assert response.status_code == 200, response.get_json()
-        result: dict[str, Any] = response.get_json()
-        return result
-
-
-@pytest.fixture
-def cleanup(make_services: Any) -> CleanupClient:
-    make_services()
-    return CleanupClient()
 
 
 @pytest.fixture
@@ -47,21 +26,10 @@ def advisor(db: psycopg.Connection[Any]) -> dict[str, Any]:
     return f.advisor(db, f.tenant(db), name="Luis Gómez")
 
 
-def backdate(
-    db: psycopg.Connection[Any], table: str, where: str, params: tuple[Any, ...], **columns: str
-) -> None:
-    """Move timestamps into the past without the updated_at trigger undoing it."""
-    sets = ", ".join(f"{column} = now() - interval '{age}'" for column, age in columns.items())
-    with db.transaction():
-        db.execute(f"alter table {table} disable trigger user")
-        db.execute(f"update {table} set {sets} where {where}", params)
-        db.execute(f"alter table {table} enable trigger user")
-
-
 def test_token_and_method(cleanup: CleanupClient) -> None:
     assert cleanup.client.post("/").status_code == 401
     assert cleanup.client.post("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert cleanup.client.get("/", headers=AUTH).status_code == 405
+    assert cleanup.client.get("/", headers=CLEANUP_AUTH).status_code == 405
     oidc_and_token = {"Authorization": "Bearer google-oidc-token", "X-Cleanup-Token": CLEANUP_TOKEN}
     assert cleanup.client.post("/?dry_run=1", headers=oidc_and_token).status_code == 200
 
@@ -238,7 +206,7 @@ def test_a_failing_part_is_reported_and_the_others_run(
     assert "messages" in report["retention"] and "error" not in report["recovery"]
     for part in ("_recovery", "_retention"):
         monkeypatch.setattr(f"shared.cleanup.{part}", broken)
-    assert cleanup.client.post("/", headers=AUTH).status_code == 500
+    assert cleanup.client.post("/", headers=CLEANUP_AUTH).status_code == 500
 
 
 def test_two_hundred_thousand_old_messages_go_in_bounded_batches(
@@ -290,7 +258,7 @@ def served_cleanup(settings_env: dict[str, str]) -> Iterator[str]:
 
 def test_served_cleanup_answers_http(served_cleanup: str) -> None:
     assert requests.post(served_cleanup, timeout=10).status_code == 401
-    response = requests.post(served_cleanup + "?dry_run=1", headers=AUTH, timeout=30)
+    response = requests.post(served_cleanup + "?dry_run=1", headers=CLEANUP_AUTH, timeout=30)
     assert response.status_code == 200 and "preview" in response.json()
 
 

@@ -16,7 +16,14 @@ from psycopg.types.json import Json
 
 from devstack.fake_openai import FakeOpenAI
 from tests import factories as f
-from tests.conftest import ACCOUNT_SID, SUPABASE_URL, TwilioApi, WebhookClient, as_user
+from tests.conftest import (
+    ACCOUNT_SID,
+    SUPABASE_URL,
+    CleanupClient,
+    TwilioApi,
+    WebhookClient,
+    as_user,
+)
 
 pytestmark = pytest.mark.usefixtures("twilio_api")
 OGG = b"OggS\x00\x02" + b"\x01" * 2000
@@ -226,8 +233,6 @@ def test_failed_media_is_retried_by_the_sweep(
     twilio_api: TwilioApi,
     storage: FakeStorage,
 ) -> None:
-    from tests.functions.test_cleanup import AUTH, CleanupClient
-
     make_services()
     url = twilio_media(twilio_api, OGG, "audio/ogg")
     conversation = f.ingest(db, advisor["id"], f.phone("+57375"), "", permitted=False)
@@ -243,9 +248,7 @@ def test_failed_media_is_retried_by_the_sweep(
         "update messages set media = %s::jsonb where id = %s",
         (Json(media), conversation["message_id"]),
     )
-    assert (
-        CleanupClient().client.post("/", headers=AUTH).get_json()["recovery"]["media_retried"] == 1
-    )
+    assert CleanupClient().run()["recovery"]["media_retried"] == 1
     row = db.execute(
         "select media, transcript from messages where id = %s", (conversation["message_id"],)
     ).fetchone()

@@ -12,16 +12,9 @@ import pytest
 
 import shared.services
 from tests import factories as f
-from tests.conftest import TwilioApi, WebhookClient
-from tests.functions.test_cleanup import CleanupClient, backdate
+from tests.conftest import CleanupClient, TwilioApi, WebhookClient, backdate
 
 pytestmark = [pytest.mark.usefixtures("twilio_api"), pytest.mark.own_database]
-
-
-@pytest.fixture
-def cleanup(make_services: Any) -> CleanupClient:
-    make_services()
-    return CleanupClient()
 
 
 @pytest.fixture
