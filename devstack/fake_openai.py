@@ -44,12 +44,15 @@ def offline_step(messages: list[dict[str, Any]]) -> Step:
     # The customer's latest turn: every message since the assistant last spoke (a burst).
     turn: list[str] = []
     for message in reversed(messages):
+        if message.get("role") == "system":
+            continue  # the per-turn context comes last
         if message.get("role") != "user":
             break
         turn.insert(0, str(message.get("content") or ""))
     text = _plain(" ".join(turn))
     if any(word in text for word in _HUMAN_WORDS):
-        return Step("handoff", "the customer asked for a person")
+        summary = "El cliente pidió hablar con una persona. Escribió: " + " / ".join(turn)
+        return Step("handoff", ("the customer asked for a person", None, summary[:400]))
     for keyword, answer in _KEYWORD_ANSWERS.items():
         if keyword in text:
             return Step("text", answer)
@@ -68,6 +71,7 @@ class FakeOpenAI:
         self.speeches: list[dict[str, Any]] = []
         self.speech_delay = 0.0
         self.holds: list[threading.Event] = []
+        self._cache: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
         self.server = LocalServer(self._serve, host, port)
 
@@ -94,8 +98,8 @@ class FakeOpenAI:
         self._script.append(Step("text", text, hold=release))
         return release
 
-    def handoff(self, reason: str, text: str | None = None) -> None:
-        self._script.append(Step("handoff", (reason, text)))
+    def handoff(self, reason: str, text: str | None = None, summary: str = "") -> None:
+        self._script.append(Step("handoff", (reason, text, summary)))
 
     def fail(self, status: int = 500, delay: float = 0.0) -> None:
         self._script.append(Step("error", status, delay))
@@ -180,14 +184,14 @@ class FakeOpenAI:
         content: str | None
         tool_calls = None
         if step.kind == "handoff":
-            reason, content = step.value if isinstance(step.value, tuple) else (step.value, None)
+            reason, content, summary = step.value
             tool_calls = [
                 {
                     "id": f"call_{uuid.uuid4().hex[:24]}",
                     "type": "function",
                     "function": {
                         "name": "handoff_to_human",
-                        "arguments": json.dumps({"reason": reason}),
+                        "arguments": json.dumps({"reason": reason, "summary": summary}),
                     },
                 }
             ]
@@ -196,6 +200,7 @@ class FakeOpenAI:
         prompt_tokens = sum(
             len(str(m.get("content", ""))) // 4 + 1 for m in body.get("messages", [])
         )
+        cached_tokens = self._cached_tokens(body, prompt_tokens)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
@@ -222,7 +227,7 @@ class FakeOpenAI:
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": len(content or "") // 4 + 1,
                 "total_tokens": prompt_tokens + len(content or "") // 4 + 1,
-                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
                 "completion_tokens_details": {
                     "reasoning_tokens": 0,
                     "audio_tokens": 0,
@@ -233,6 +238,25 @@ class FakeOpenAI:
             "service_tier": "default",
             "system_fingerprint": "fp_local",
         }
+
+    def _cached_tokens(self, body: dict[str, Any], prompt_tokens: int) -> int:
+        """As OpenAI's prompt cache: prompts of 1,024+ tokens reuse the longest prefix (of
+        whole messages here, in 128-token steps) shared with an earlier request of the same
+        `prompt_cache_key`."""
+        key = body.get("prompt_cache_key")
+        messages = body.get("messages", [])
+        with self._lock:
+            earlier = self._cache.get(key) if key else None
+            if key:
+                self._cache[key] = messages
+        if not earlier or prompt_tokens < 1024:
+            return 0
+        shared = 0
+        for mine, theirs in zip(messages, earlier, strict=False):
+            if mine != theirs:
+                break
+            shared += len(str(mine.get("content", ""))) // 4 + 1
+        return shared // 128 * 128
 
     def user_turns(self, index: int = -1) -> list[Any]:
         """The customer messages the model saw in one request."""

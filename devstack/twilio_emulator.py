@@ -4,6 +4,9 @@
 message resource and an SM sid, or Twilio's error JSON), every message is recorded, and
 `sent`, `delivered`, `read` are posted, signed, to the message's StatusCallback shortly after.
 `GET /messages` lists what was sent; `POST /fail` makes the next N sends fail with a code.
+`POST /v2/Indicators/Typing.json` (WhatsApp's typing indicator, messaging.twilio.com) checks
+the `messageId` format and answers `{"success": true}` (it accepts ids it never saw: the local
+stack posts inbound messages straight to the webhook); `GET /indicators` lists the calls.
 `chaos(rate)` makes that share of sends fail at random, as Twilio's bad days do: 429, 500, or
 accepted but answered only after the client gave up (a read timeout on our side).
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import random
+import re
 import threading
 import time
 import uuid
@@ -99,6 +103,7 @@ class TwilioEmulator:
         self.callback_statuses = callback_statuses
         self.messages: list[dict[str, Any]] = []
         self.callbacks: list[dict[str, Any]] = []
+        self.indicators: list[dict[str, str]] = []
         self._failures: list[tuple[int, int, str]] = []
         self._chaos_rate = 0.0
         self._hang_seconds = 0.0
@@ -149,6 +154,13 @@ class TwilioEmulator:
         if path == "/messages" and request.method == "GET":
             with self._lock:
                 return Response(200, [self._summary(m) for m in self.messages])
+        if path == "/indicators" and request.method == "GET":
+            with self._lock:
+                return Response(200, list(self.indicators))
+        if path == "/v2/Indicators/Typing.json" and request.method == "POST":
+            if not self._authorized(request):
+                return Response(401, twilio_error(401, 20003, "Authenticate"))
+            return self._typing(request.form())
         if path == "/fail" and request.method == "POST":
             spec = request.json() or {}
             self.fail_next(
@@ -165,6 +177,15 @@ class TwilioEmulator:
             if request.method == "GET":
                 return Response(200, message_page(self.account_sid, self._list(request.query)))
         return Response(404, twilio_error(404, 20404, "The requested resource was not found"))
+
+    def _typing(self, form: dict[str, list[str]]) -> Response:
+        message_id = next(iter(form.get("messageId", [])), "")
+        channel = next(iter(form.get("channel", [])), "")
+        if channel != "whatsapp" or not re.fullmatch(r"(SM|MM)[0-9a-f]{32}", message_id):
+            return Response(400, twilio_error(400, 21211, "Invalid messageId or channel"))
+        with self._lock:
+            self.indicators.append({"messageId": message_id, "channel": channel})
+        return Response(200, {"success": True})
 
     def _create(self, form: dict[str, list[str]]) -> Response:
         if not form.get("To") or not (

@@ -2,6 +2,11 @@
 
 The SDK's own retries and timeouts are used, bounded by what is left of the request's budget.
 Any failure raises AssistantError (AssistantTimeout for timeouts) for the caller's fallback.
+
+Requests are laid out for the provider's prompt cache (it reuses the longest identical
+prefix): the stable instructions first, the tool schema, then the conversation (which only
+grows between trims, see private.history), and what changes every turn (the time, opening
+hours) last. `prompt_cache_key` keeps one conversation's requests on one cache.
 """
 
 from __future__ import annotations
@@ -22,13 +27,25 @@ HANDOFF_TOOL: dict[str, Any] = {
             "Hand the conversation to the human advisor: the customer asks for a person, "
             "is upset, or needs something the assistant cannot do."
         ),
+        "strict": True,
         "parameters": {
             "type": "object",
-            "properties": {"reason": {"type": "string", "description": "Why, in a few words."}},
-            "required": ["reason"],
+            "properties": {
+                "reason": {"type": "string", "description": "Why, in a few words."},
+                "summary": {
+                    "type": "string",
+                    "description": (
+                        "For the advisor, in the advisor's language, 2 to 4 lines: what the "
+                        "customer wants, what was already answered, what to check."
+                    ),
+                },
+            },
+            "required": ["reason", "summary"],
+            "additionalProperties": False,
         },
     },
 }
+TOOL_NAMES = ("handoff_to_human",)
 
 
 class AssistantError(RuntimeError):
@@ -47,6 +64,8 @@ class Reply:
     prompt_tokens: int | None
     completion_tokens: int | None
     latency_ms: int
+    handoff_summary: str | None = None
+    cached_tokens: int | None = None
 
 
 def describe_media(item: dict[str, Any]) -> str:
@@ -156,9 +175,13 @@ class Assistant:
         history: list[dict[str, Any]],
         timeout: float | None = None,
         images: dict[str, list[str]] | None = None,
+        turn_context: str | None = None,
+        cache_key: str | None = None,
     ) -> Reply:
         messages: list[Any] = [{"role": "system", "content": system_prompt}]
         messages += history_to_messages(history, images)
+        if turn_context:  # last: it changes every turn, so it must not break the prefix
+            messages.append({"role": "system", "content": turn_context})
         started = time.monotonic()
         try:
             completion = self.client.chat.completions.create(
@@ -166,6 +189,7 @@ class Assistant:
                 messages=messages,
                 tools=[HANDOFF_TOOL],  # type: ignore[list-item]
                 timeout=min(timeout or self.timeout, self.timeout),
+                prompt_cache_key=cache_key or openai.omit,
             )
         except openai.APITimeoutError as exc:
             raise AssistantTimeout("model timed out") from exc
@@ -175,20 +199,22 @@ class Assistant:
         if not completion.choices:
             raise AssistantError("model returned no choices")
         choice = completion.choices[0]
-        handoff_reason = None
+        handoff_reason = handoff_summary = None
         for call in choice.message.tool_calls or []:
             function = getattr(call, "function", None)
             if function is not None and function.name == "handoff_to_human":
                 try:
-                    handoff_reason = str(json.loads(function.arguments or "{}").get("reason", ""))
+                    arguments = json.loads(function.arguments or "{}")
                 except json.JSONDecodeError:
-                    handoff_reason = ""
-                handoff_reason = handoff_reason or "customer asked for a person"
+                    arguments = {}
+                handoff_reason = str(arguments.get("reason") or "customer asked for a person")
+                handoff_summary = str(arguments.get("summary") or "").strip() or None
         text = (choice.message.content or "").strip() or None
         if text is None and handoff_reason is None:
             refusal = getattr(choice.message, "refusal", None)
             raise AssistantError(f"model gave no answer (refusal: {refusal!r})")
         usage = completion.usage
+        details = usage.prompt_tokens_details if usage else None
         return Reply(
             text=text,
             handoff_reason=handoff_reason,
@@ -196,4 +222,6 @@ class Assistant:
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
             latency_ms=latency_ms,
+            handoff_summary=handoff_summary,
+            cached_tokens=details.cached_tokens if details else None,
         )

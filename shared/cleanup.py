@@ -18,6 +18,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from shared.alerts import send_due_alerts
 from shared.inbound import answer_turn
 from shared.media import store_inbound_media
 from shared.observability import capture, get_logger
@@ -39,7 +40,12 @@ def run_cleanup(services: Services, *, dry_run: bool = False) -> tuple[dict[str,
     if dry_run:
         parts: dict[str, Part] = {"preview": _preview}
     else:
-        parts = {"recovery": _recovery, "handoff_expiry": _expire_handoffs, "retention": _retention}
+        parts = {
+            "recovery": _recovery,
+            "handoff_expiry": _expire_handoffs,
+            "advisor_alerts": _due_alerts,
+            "retention": _retention,
+        }
     report: dict[str, Any] = {"dry_run": dry_run}
     failures = 0
     for name, part in parts.items():
@@ -239,6 +245,20 @@ def _expire_handoffs(services: Services, deadline: Deadline) -> dict[str, int]:
         if count < services.settings.cleanup_batch_size:
             break
     return {"conversations": total}
+
+
+def _due_alerts(services: Services, deadline: Deadline) -> dict[str, int]:
+    """Handoff alerts that waited for the advisor's opening hours."""
+    counts = {"claimed": 0, "sent": 0}
+    while deadline.remaining() > services.settings.twilio_timeout_seconds * 2:
+        claimed: list[dict[str, Any]] = services.db.value(
+            "select public.claim_due_alerts(%s)", (services.settings.recovery_batch_size,)
+        )
+        if not claimed:
+            break
+        counts["claimed"] += len(claimed)
+        counts["sent"] += send_due_alerts(services, claimed)
+    return counts
 
 
 def _retention(services: Services, deadline: Deadline) -> dict[str, int]:

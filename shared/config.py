@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     handoff_hours: float = Field(default=24.0, gt=0)
     history_limit: int = Field(default=20, ge=1, le=100)
     notify_advisor_on_handoff: bool = True
+    # WhatsApp's typing indicator (and read receipt) when the AI starts a turn.
+    typing_indicator: bool = True
     # An approved WhatsApp template (Content SID) for handoff alerts, variables {{1}} customer
     # and {{2}} reason. Without it the alert goes as free text, only inside the advisor's window.
     advisor_alert_content_sid: str | None = Field(default=None, pattern=r"^HX[0-9a-fA-F]{32}$")

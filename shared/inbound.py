@@ -18,13 +18,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from shared.alerts import alert_advisor
 from shared.assistant import AssistantError, AssistantTimeout, Reply
+from shared.hours import BusinessHours, describe_opening
 from shared.media import last_inbound_is_voice, store_inbound_media, voice_reply
 from shared.observability import capture, get_logger
+from shared.reply_check import rejection
 from shared.routing import Advisor
 from shared.services import Deadline, Services
 from shared.texts import notice, opt_keyword, split_message, system_prompt
@@ -221,36 +225,70 @@ def _answer(
     ai_run: dict[str, Any]
     reply: Reply | None = None
     voice: dict[str, Any] | None = None
+    newest_sid = next(
+        (m.get("sid") for m in reversed(history) if m.get("direction") == "inbound"), None
+    )
+    if settings.typing_indicator and newest_sid:
+        services.whatsapp.show_typing(newest_sid)  # in the background: never delays the reply
+    now = services.clock()
+    hours = BusinessHours.from_settings(advisor.settings)
+    opening = hours.next_opening(now) if hours else None
+    closed = hours is not None and not hours.is_open(now)
+    prompt = system_prompt(advisor.settings, advisor.name)
+    language = str(advisor.settings.get("language") or "es")
     try:
         reply = services.assistant.reply(
-            system_prompt(advisor.settings, advisor.name),
+            prompt,
             history,
             timeout=max(1.0, deadline.remaining() - _AFTER_MODEL_RESERVE),
             images=images,
+            turn_context=turn_context(now, hours, closed, opening),
+            cache_key=conversation_id,
         )
+        # A handoff may come without text (the notice is sent); anything said is checked.
+        if reply.text or not reply.handoff_reason:
+            why = rejection(reply.text, language, _customer_text(history), prompt)
+            if why:
+                raise RejectedReply(why, reply)
     except AssistantError as exc:
-        timed_out = isinstance(exc, AssistantTimeout)
-        log.error("model failed, sending fallback", error=str(exc), conversation_id=conversation_id)
+        outcome = "rejected" if isinstance(exc, RejectedReply) else (
+            "timeout" if isinstance(exc, AssistantTimeout) else "error")  # fmt: skip
+        log.error("no usable model reply, sending fallback", error=str(exc), outcome=outcome,
+                  conversation_id=conversation_id)  # fmt: skip
         capture(exc)
         texts = [notice("fallback", advisor.settings, name=advisor.name)]
-        ai_run = {"model": services.assistant.model, "error": str(exc),
-                  "outcome": "timeout" if timed_out else "error"}  # fmt: skip
+        ai_run = {"model": services.assistant.model, "error": str(exc), "outcome": outcome}
+        if isinstance(exc, RejectedReply):
+            ai_run.update(exc.usage)
         handoff = {
-            "reason": f"assistant {'timeout' if timed_out else 'error'}",
+            "reason": f"assistant {outcome}",
+            "summary": notice("summary_fallback", advisor.settings,
+                              messages=_customer_text(history, last=3, separator=" / ")),
             "needs_human": True,
-        }
-        action = "fallback"
+        }  # fmt: skip
+        action, reply = "fallback", None
     if reply is not None:
         ai_run = {
             "model": reply.model,
             "prompt_tokens": reply.prompt_tokens,
             "completion_tokens": reply.completion_tokens,
+            "cached_tokens": reply.cached_tokens,
             "latency_ms": reply.latency_ms,
             "outcome": "handoff" if reply.handoff_reason else "replied",
         }
         if reply.handoff_reason:
-            texts = [reply.text or notice("handoff", advisor.settings, name=advisor.name)]
-            handoff = {"reason": reply.handoff_reason, "hours": settings.handoff_hours}
+            if closed and opening is not None:  # say when a person will be back
+                when = describe_opening(opening, language)
+                texts = [notice("handoff_closed", advisor.settings, name=advisor.name,
+                                opening=when)]  # fmt: skip
+            else:
+                texts = [reply.text or notice("handoff", advisor.settings, name=advisor.name)]
+            summary = reply.handoff_summary or notice(
+                "summary_fallback", advisor.settings,
+                messages=_customer_text(history, last=3, separator=" / "),
+            )  # fmt: skip
+            handoff = {"reason": reply.handoff_reason, "summary": summary,
+                       "hours": settings.handoff_hours}  # fmt: skip
             action = "handoff"
         else:
             texts = [reply.text or ""]
@@ -271,7 +309,10 @@ def _answer(
     if not committed:
         return Outcome("withheld", seen[-1] if seen else None, conversation_id)
     if action == "handoff" and handoff:
-        _alert_advisor(services, advisor, customer_phone, conversation_id, str(handoff["reason"]))
+        alert_advisor(
+            services, advisor, customer_phone, conversation_id, str(handoff["reason"]),
+            handoff.get("summary"), services.clock(),
+        )  # fmt: skip
     log.info("turn answered", action=action, conversation_id=conversation_id,
              latency_ms=ai_run.get("latency_ms"))  # fmt: skip
     return Outcome(action, seen[-1] if seen else None, conversation_id)
@@ -365,42 +406,42 @@ def _superseded(
     return str(newest) != message_id
 
 
-def _alert_advisor(
-    services: Services, advisor: Advisor, customer_phone: str, conversation_id: str, reason: str
-) -> None:
-    """The dashboard hears of the handoff through Realtime; WhatsApp to the advisor if enabled.
+class RejectedReply(AssistantError):
+    """The model answered, but its reply failed a check (shared.reply_check)."""
 
-    The business starts this message, so WhatsApp takes it as an approved template
-    (ADVISOR_ALERT_CONTENT_SID) at any time, as free text only inside the advisor's 24-hour
-    window; otherwise it is not sent. Every outcome is recorded in advisor_alerts."""
-    settings = services.settings
-    enabled = advisor.settings.get("notify_on_handoff", settings.notify_advisor_on_handoff)
-    if not (enabled and advisor.phone_number):
-        return
-    template = settings.advisor_alert_content_sid
-    channel = "template" if template else "text"
-    if not template and not services.db.value(
-        "select public.advisor_window_open(%s)", (advisor.id,)
-    ):
-        channel, result = "none", None
-    elif template:
-        result = services.whatsapp.send(
-            advisor.twilio_phone_number, advisor.phone_number, content_sid=template,
-            content_variables={"1": customer_phone, "2": reason[:200]}, track=False,
-        )  # fmt: skip
-    else:
-        text = notice("advisor_alert", advisor.settings, customer=customer_phone, reason=reason)
-        result = services.whatsapp.send(
-            advisor.twilio_phone_number, advisor.phone_number, text, track=False
-        )
-    why: str | None
-    if result is None:
-        status, why = "skipped", "outside the advisor's 24-hour window and no alert template"
-    else:
-        status, why = ("sent" if result.ok else "failed"), result.error_message
-    services.db.value(
-        "select public.record_advisor_alert(%s, %s, %s, %s, %s, %s, %s)",
-        (conversation_id, reason, channel, result and result.sid, status,
-         result and result.error_code, why),
-    )  # fmt: skip
-    log.info("advisor alert", advisor_id=advisor.id, channel=channel, status=status)
+    def __init__(self, why: str, reply: Reply) -> None:
+        super().__init__(f"reply rejected: {why}")
+        self.usage = {"model": reply.model, "prompt_tokens": reply.prompt_tokens,
+                      "completion_tokens": reply.completion_tokens,
+                      "cached_tokens": reply.cached_tokens, "latency_ms": reply.latency_ms}  # fmt: skip
+
+
+def _customer_text(history: list[dict[str, Any]], last: int = 1, separator: str = "\n") -> str:
+    """The customer's latest messages (what they wrote or said), oldest first."""
+    said = [
+        str(m.get("transcript") or m.get("body") or "")
+        for m in history
+        if m.get("direction") == "inbound"
+    ]
+    return separator.join(text for text in said[-last:] if text)
+
+
+def turn_context(
+    now: datetime,
+    hours: BusinessHours | None,
+    closed: bool,
+    opening: datetime | None,
+) -> str:
+    """What changes every turn, for the end of the prompt: the advisor's local time and whether
+    a person is available."""
+    zone = hours.zone if hours else None
+    local = now.astimezone(zone) if zone else now
+    lines = [f"Context for this turn: it is {local:%Y-%m-%d %H:%M} ({local.tzname()})."]
+    if hours is not None:
+        if closed and opening is not None:
+            lines.append(f"The advisor is out of office; back {describe_opening(opening, 'en')}.")
+        elif closed:
+            lines.append("The advisor is out of office.")
+        else:
+            lines.append("The advisor is in office hours.")
+    return " ".join(lines)

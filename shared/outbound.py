@@ -147,6 +147,22 @@ def send_advisor_message(
     return answer
 
 
+def mark_read(services: Services, claims: dict[str, Any], conversation_id: UUID) -> Answer:
+    """A dashboard opened the conversation: nothing unread, and (best effort, in the
+    background) the customer's newest message marked read at Twilio, as WhatsApp's blue ticks.
+    Only for a user who may see the conversation, by the same rule as sending."""
+    read: dict[str, Any] | None = services.db.value(
+        "select public.mark_conversation_read(%s, %s)", (str(claims["sub"]), conversation_id)
+    )
+    if read is None:
+        return error(404, "not_found", "conversation not found")
+    sid = read["newest_inbound_sid"]
+    receipt = bool(sid and services.settings.typing_indicator)
+    if receipt:
+        services.whatsapp.show_typing(sid)
+    return Answer(200, {"conversation_id": str(conversation_id), "read_receipt": receipt})
+
+
 def request_hash(request: SendRequest) -> str:
     """What an Idempotency-Key is bound to: the request's content, canonically serialized."""
     canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from shared.assistant import Assistant
 from shared.config import Settings, get_settings
@@ -27,6 +28,8 @@ class Services:
     storage: Storage | None = None
     # How the burst wait waits; tests replace it to order messages with events, not time.
     sleep: Callable[[float], None] = field(default=time.sleep)
+    # What time it is for business hours; tests fix it.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def close(self) -> None:
         """Release every connection (instances never need this; tests and tools do)."""

@@ -12,7 +12,9 @@ and an instance serves several requests at once: each thread gets a client of it
 from __future__ import annotations
 
 import json
+import re
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -44,6 +46,12 @@ STATUS_MAP = {
     "undelivered": "undelivered",
     "canceled": "canceled",
 }
+
+
+# The typing indicator names a message by its sid: SM… (text) or MM… (media).
+MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-f]{32}$")
+# It is a courtesy: never worth more than this much waiting, in the background.
+TYPING_TIMEOUT_SECONDS = 2.0
 
 
 def whatsapp_address(number: str) -> str:
@@ -95,6 +103,7 @@ class WhatsApp:
         self._local = threading.local()
         self._clients: list[Client] = []
         self._clients_lock = threading.Lock()
+        self._background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="twilio-typing")
 
     @property
     def client(self) -> Client:
@@ -103,14 +112,16 @@ class WhatsApp:
         if client is None:
             http = TwilioHttpClient(timeout=self._timeout, max_retries=0)
             client = Client(*self._auth, http_client=http)
-            if self._api_base_url:  # the local emulator stands in for api.twilio.com
+            if self._api_base_url:  # the local emulator stands in for Twilio's API domains
                 client.api.base_url = self._api_base_url
+                client.messaging.base_url = self._api_base_url
             self._local.client = client
             with self._clients_lock:
                 self._clients.append(client)
         return client
 
     def close(self) -> None:
+        self._background.shutdown(wait=True, cancel_futures=True)
         self._session.close()
         with self._clients_lock:
             clients, self._clients = self._clients, []
@@ -180,6 +191,25 @@ class WhatsApp:
             log.warning("twilio unreachable", error=type(exc).__name__)
             return SendResult(None, "failed", None, f"{type(exc).__name__}: {exc}"[:500])
         return SendResult(message.sid, STATUS_MAP.get(str(message.status), "queued"))
+
+    def show_typing(self, message_sid: str) -> Future[bool]:
+        """WhatsApp's typing indicator for the customer's message `message_sid`: marks it read
+        (blue ticks) and shows "typing…" until our reply arrives or 25 s pass. Runs in the
+        background and never raises: the reply never waits for it."""
+        return self._background.submit(self._typing, message_sid)
+
+    def _typing(self, message_sid: str) -> bool:
+        if not MESSAGE_SID.match(message_sid):
+            return False
+        client = self.client  # this background thread's own: its timeout is ours to set
+        if isinstance(client.http_client, TwilioHttpClient):
+            client.http_client.timeout = TYPING_TIMEOUT_SECONDS
+        try:
+            client.messaging.v2.typing_indicator.create(channel="whatsapp", message_id=message_sid)
+        except (TwilioException, requests.RequestException) as exc:
+            log.info("typing indicator not shown", error=type(exc).__name__)
+            return False
+        return True
 
     def find_sent(
         self,

@@ -159,6 +159,7 @@ DASHBOARD_ORIGIN = "https://dashboard.example.test"
 CLEANUP_TOKEN = "dev-cleanup-token"
 SUPABASE_URL = "https://project-ref.supabase.example.test"
 TWILIO_MESSAGES_URL = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+TWILIO_TYPING_URL = "https://messaging.twilio.com/v2/Indicators/Typing.json"
 
 
 @pytest.fixture(scope="session")
@@ -238,9 +239,21 @@ class TwilioApi:
         self.resources: list[dict[str, Any]] = []
         self._failures: list[tuple[str, int, int | None]] = []
         self._time_outs: list[str] = []
+        self.typing: list[str] = []
+        # Set to hold every typing-indicator call until the test releases it.
+        self.typing_hold: threading.Event | None = None
         self._lock = threading.Lock()
         mock.add_callback(responses.POST, TWILIO_MESSAGES_URL, callback=self._create)
         mock.add_callback(responses.GET, TWILIO_MESSAGES_URL, callback=self._list)
+        mock.add_callback(responses.POST, TWILIO_TYPING_URL, callback=self._typing)
+
+    def _typing(self, request: Any) -> tuple[int, dict[str, str], str]:
+        form = parse_qs(request.body if isinstance(request.body, str) else request.body.decode())
+        if self.typing_hold is not None:
+            self.typing_hold.wait(30)
+        with self._lock:
+            self.typing.append(form["messageId"][0])
+        return 200, {}, json.dumps({"success": True})
 
     def fail_next(self, to: str, status: int, code: int | None) -> None:
         """The next send to `to` (E.164) gets this error (code None: a gateway's page instead

@@ -1,4 +1,6 @@
-"""Send function: dashboards post an advisor's message to a customer (POST /messages).
+"""Send function: dashboards post an advisor's message to a customer (POST /messages), and
+mark a conversation read (POST /conversations/<id>/read: nothing unread, blue ticks for the
+customer).
 
 Thin on purpose: CORS, verify the Supabase token, validate the body, hand to `shared`, answer
 JSON. Authorization is the database's RLS, evaluated as the caller. Entry point: `send`.
@@ -6,7 +8,10 @@ JSON. Authorization is the database's RLS, evaluated as the caller. Entry point:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 import functions_framework
 import psycopg
@@ -17,7 +22,7 @@ from shared.auth import AuthError, AuthUnavailable, TokenVerifier, bearer_token
 from shared.config import MissingSettingError
 from shared.db import DatabaseUnavailable, refusal
 from shared.observability import capture, get_logger, set_trace, start_function
-from shared.outbound import SendRequest, send_advisor_message
+from shared.outbound import Answer, SendRequest, mark_read, send_advisor_message
 from shared.services import get_services
 
 REQUIRED_SETTINGS = (
@@ -33,6 +38,9 @@ if not (settings.supabase_jwt_secret or settings.jwks_url):
         "missing required setting(s): SUPABASE_JWT_SECRET or SUPABASE_URL/SUPABASE_JWKS_URL"
     )
 log = get_logger("send")
+READ_PATH = re.compile(
+    r"/conversations/([0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12})/read"
+)
 verifier = TokenVerifier(
     settings.secret(settings.supabase_jwt_secret) or None,
     settings.jwks_url,
@@ -66,8 +74,14 @@ def send(request: Request) -> Response:
             "Vary": "Origin",
         })  # fmt: skip
         return response
-    if request.path.rstrip("/") != "/messages":
-        return _json(404, {"error": "not_found", "detail": "use POST /messages"}, allowed)
+    path = request.path.rstrip("/")
+    read = READ_PATH.fullmatch(path)
+    if path != "/messages" and not read:
+        return _json(
+            404,
+            {"error": "not_found", "detail": "use POST /messages or /conversations/<id>/read"},
+            allowed,
+        )
     if request.method != "POST":
         return _json(405, {"error": "method_not_allowed", "detail": "use POST"}, allowed)
 
@@ -84,6 +98,8 @@ def send(request: Request) -> Response:
         capture(exc)
         return _json(503, {"error": "unavailable", "detail": "try again shortly"}, allowed)
 
+    if read:
+        return _answer(lambda: mark_read(get_services(), claims, UUID(read[1])), allowed)
     try:
         body = request.get_json(silent=True)
     except RecursionError:  # JSON nested deeper than Python parses
@@ -97,8 +113,13 @@ def send(request: Request) -> Response:
         return _json(422, {"error": "invalid_body", "detail": detail}, allowed)
 
     key = (request.headers.get("Idempotency-Key") or "").strip()[:255] or None
+    return _answer(lambda: send_advisor_message(get_services(), claims, payload, key), allowed)
+
+
+def _answer(handle: Callable[[], Answer], allowed: str | None) -> Response:
+    """Run the request's logic; database trouble becomes a clear answer, never a bare 500."""
     try:
-        answer = send_advisor_message(get_services(), claims, payload, key)
+        answer = handle()
     except DatabaseUnavailable as exc:
         capture(exc)
         return _json(503, {"error": "unavailable", "detail": "try again shortly"}, allowed)

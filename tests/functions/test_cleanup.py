@@ -204,7 +204,7 @@ def test_a_failing_part_is_reported_and_the_others_run(
     report = cleanup.run()
     assert report["handoff_expiry"]["error"] == "RuntimeError: boom"
     assert "messages" in report["retention"] and "error" not in report["recovery"]
-    for part in ("_recovery", "_retention"):
+    for part in ("_recovery", "_due_alerts", "_retention"):
         monkeypatch.setattr(f"shared.cleanup.{part}", broken)
     assert cleanup.client.post("/", headers=CLEANUP_AUTH).status_code == 500
 

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from devstack.fake_openai import FakeOpenAI
+from shared.texts import GLOBAL_INSTRUCTIONS
 from tests import factories as f
 from tests.conftest import (
     PUBLIC_URL,
@@ -134,7 +135,8 @@ def test_message_gets_an_ai_reply_from_the_advisors_number(
     assert sent["To"] == [f"whatsapp:{customer}"]
     # The callback URL names our row, so a callback can complete it (the signature covers it).
     reply_row = db.execute(
-        "select id from messages where advisor_id = %s and direction = 'outbound'", (advisor["id"],)
+        "select id, conversation_id::text from messages where advisor_id = %s and direction = 'outbound'",
+        (advisor["id"],),
     ).fetchone()
     assert reply_row and sent["StatusCallback"] == [
         f"{PUBLIC_URL}/status?message_id={reply_row['id']}#rc=3&rp=all"  # Twilio retries 5xx
@@ -142,11 +144,14 @@ def test_message_gets_an_ai_reply_from_the_advisors_number(
     assert sent["Body"] == ["¡Hola! ¿En qué te ayudo?"]
 
     request = openai_stub.requests[-1]
-    assert request["messages"][0] == {
-        "role": "system",
-        "content": "Eres el asistente de María. Sé breve.",
-    }
+    system = request["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith(GLOBAL_INSTRUCTIONS)
+    assert system["content"].endswith("Eres el asistente de María. Sé breve.")
+    assert request["messages"][-1]["role"] == "system"  # this turn's context, last
+    assert "Context for this turn" in request["messages"][-1]["content"]
+    assert request["prompt_cache_key"] == reply_row["conversation_id"]
     assert request["tools"][0]["function"]["name"] == "handoff_to_human"
+    assert request["tools"][0]["function"]["strict"] is True
     assert openai_stub.user_turns() == ["Hola, buenas"]
 
     stored = messages_of(db, advisor["id"])
@@ -354,7 +359,8 @@ def test_handoff_alert_outside_the_advisors_window_needs_a_template(
     else:
         assert len(to_advisor) == 1 and to_advisor[0]["ContentSid"] == [template]
         assert json.loads(to_advisor[0]["ContentVariables"][0]) == {
-            "1": customer, "2": "quiere un descuento"
+            "1": customer, "2": "quiere un descuento",
+            "3": "Últimos mensajes del cliente: ¿me hacen descuento?",  # the model gave none
         }  # fmt: skip
         assert recorded == {"channel": "template", "status": "sent", "error_message": None}
 

@@ -56,7 +56,7 @@ def test_recovery_gets_a_share_of_the_budget_and_retention_the_rest(
 
         return run
 
-    for name in ("_recovery", "_expire_handoffs", "_retention"):
+    for name in ("_recovery", "_expire_handoffs", "_due_alerts", "_retention"):
         monkeypatch.setattr(cleanup, name, part(name))
 
     class Settings:
@@ -66,6 +66,7 @@ def test_recovery_gets_a_share_of_the_budget_and_retention_the_rest(
         settings = Settings()
 
     report, all_failed = cleanup.run_cleanup(Services())  # type: ignore[arg-type]
-    assert not all_failed and set(report) == {"dry_run", "recovery", "handoff_expiry", "retention"}
+    assert not all_failed
+    assert set(report) == {"dry_run", "recovery", "handoff_expiry", "advisor_alerts", "retention"}
     assert seen["_recovery"] <= 240 * cleanup.RECOVERY_SHARE
     assert seen["_retention"] > 240 * cleanup.RECOVERY_SHARE

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from shared.assistant import history_to_messages
-from shared.texts import notice, opt_keyword, split_message, system_prompt
+from shared.texts import GLOBAL_INSTRUCTIONS, notice, opt_keyword, split_message, system_prompt
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,8 @@ def test_split_prefers_lines_then_sentences_and_keeps_order() -> None:
 
 
 def test_prompt_and_notices_follow_the_advisor_settings() -> None:
-    assert system_prompt({"prompt": "Custom"}, "Ana") == "Custom"
+    prompt = system_prompt({"prompt": "Custom"}, "Ana")
+    assert prompt.startswith(GLOBAL_INSTRUCTIONS) and prompt.endswith("(Ana):\nCustom")
     assert "Ana" in system_prompt({}, "Ana") and "español" in system_prompt({}, "Ana")
     assert "English" in system_prompt({"language": "en"}, "Ana")
     assert notice("handoff", {"language": "en"}, name="Ana").startswith("I'm passing you to Ana")
