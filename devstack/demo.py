@@ -72,6 +72,14 @@ def play(env: dict[str, str]) -> list[str]:
         timeout=15,
     )  # fmt: skip
     say(f"   send function answered {answer.status_code} {answer.json()}")
+    say("6. Carlos opens the conversation: read (blue ticks for the customer)")
+    base = env["SEND_URL"].rsplit("/messages", 1)[0]
+    read = requests.post(
+        f"{base}/conversations/{conversation}/read",
+        headers={"Authorization": f"Bearer {session_token(CARLOS[1], env['SUPABASE_JWT_SECRET'])}"},
+        timeout=15,
+    )
+    say(f"   send function answered {read.status_code} {read.json()}")
     return [ana, pedro]
 
 
@@ -89,9 +97,15 @@ def _conversation_id(env: dict[str, str], advisor_number: str, customer: str) ->
 
 def transcripts(env: dict[str, str], customers: list[str]) -> str:
     lines: list[str] = []
+    # Messages WhatsApp showed "typing…" and blue ticks for (the emulator lists the calls).
+    typing = {
+        i["messageId"]
+        for i in requests.get(env["TWILIO_EMULATOR_URL"] + "/indicators", timeout=5).json()
+    }
     with psycopg.connect(env["DATABASE_ADMIN_URL"], row_factory=dict_row) as conn:
         conversations: list[dict[str, Any]] = conn.execute(
-            "select c.id, c.customer_phone, c.ai_attention, c.handoff_reason, a.name"
+            "select c.id, c.customer_phone, c.ai_attention, c.handoff_reason, c.handoff_summary,"
+            " a.name"
             " from conversations c join advisors a on a.id = c.advisor_id"
             " where c.customer_phone = any(%s) order by a.name",
             (customers,),
@@ -99,8 +113,10 @@ def transcripts(env: dict[str, str], customers: list[str]) -> str:
         for conv in conversations:
             state = "AI on" if conv["ai_attention"] else f"human ({conv['handoff_reason']})"
             lines.append(f"\n== {conv['name']} <-> {conv['customer_phone']}  [{state}]")
+            if conv["handoff_summary"]:
+                lines.append(f"  summary for the advisor: {conv['handoff_summary']}")
             for m in conn.execute(
-                "select author, body, status, error_code from messages"
+                "select author, body, status, error_code, provider_sid from messages"
                 " where conversation_id = %s order by created_at",
                 (conv["id"],),
             ):
@@ -111,6 +127,8 @@ def transcripts(env: dict[str, str], customers: list[str]) -> str:
                     "system": "system",
                 }[m["author"]]
                 status = m["status"] + (f" ({m['error_code']})" if m["error_code"] else "")
+                if m["provider_sid"] in typing:
+                    status += ", read + typing shown"
                 lines.append(f"  {who:>9} | {m['body']}    [{status}]")
     return "\n".join(lines)
 

@@ -186,3 +186,27 @@ def test_the_upstash_sdks_private_parts_we_use_are_still_there() -> None:
     response = generator.send(1)  # what the script answers for the first request in a window
     assert isinstance(response, Response) and response.allowed is True
     redis.close()  # type: ignore[no-untyped-call]
+
+
+def test_twilio_emulator_takes_the_typing_indicator_as_twilio_does(
+    emulator: TwilioEmulator,
+) -> None:
+    """messaging.twilio.com/v2/Indicators/Typing.json: form `messageId` + `channel`, answered
+    {"success": true}; the facade's call (twilio's own TypingIndicatorList) reaches it."""
+    url = f"{emulator.url}/v2/Indicators/Typing.json"
+    sid = "SM" + "ab" * 16
+    ok = requests.post(url, data={"messageId": sid, "channel": "whatsapp"},
+                       auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=5)  # fmt: skip
+    assert ok.status_code == 200 and ok.json() == {"success": True}
+    bad = requests.post(url, data={"messageId": "not-a-sid", "channel": "whatsapp"},
+                        auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=5)  # fmt: skip
+    assert bad.status_code == 400
+    same_shape(bad.json(), shape("twilio_error.json"))
+    whatsapp = WhatsApp(ACCOUNT_SID, AUTH_TOKEN, None, "", 5, api_base_url=emulator.url)
+    try:
+        assert whatsapp.show_typing("MM" + "cd" * 16).result(timeout=10) is True
+        assert whatsapp.show_typing("bogus").result(timeout=10) is False  # never sent
+    finally:
+        whatsapp.close()
+    listed = requests.get(f"{emulator.url}/indicators", timeout=5).json()
+    assert [i["messageId"] for i in listed] == [sid, "MM" + "cd" * 16]

@@ -25,6 +25,7 @@ from tests.conftest import (
     SEND_SOURCE,
     Jwks,
     TwilioApi,
+    eventually,
     mint_token,
 )
 
@@ -402,3 +403,31 @@ def test_a_database_refusal_is_403_not_500(
 def test_a_token_whose_sub_is_not_a_user_id_is_401(send: SendClient, team: dict[str, Any]) -> None:
     body = {"conversation_id": team["conversations"]["a"], "body": "hola"}
     assert send.post(body, mint_token("service-account")).status_code == 401
+
+
+def test_opening_a_conversation_marks_it_read_for_the_customer_too(
+    send: SendClient, team: dict[str, Any], db: psycopg.Connection[Any], twilio_api: TwilioApi
+) -> None:
+    """Unread goes to 0, and the customer's newest message gets WhatsApp's read receipt (the
+    typing indicator call); only for who may see the conversation."""
+    conversation = team["conversations"]["a"]
+    newest = f.ingest(db, team["advisors"]["a"]["id"], _customer_of(db, conversation), "¿sigues?")
+    token = mint_token(team["users"]["a"])
+    response = send.client.post(
+        f"/conversations/{conversation}/read", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200
+    assert response.get_json() == {"conversation_id": conversation, "read_receipt": True}
+    unread = db.execute("select unread_count from conversations where id = %s", (conversation,))
+    assert unread.fetchone() == {"unread_count": 0}
+    sid = db.execute(
+        "select provider_sid from messages where id = %s", (newest["message_id"],)
+    ).fetchone()
+    eventually(lambda: twilio_api.typing, what="the read receipt")
+    assert sid and twilio_api.typing == [sid["provider_sid"]]
+    stranger = mint_token(team["users"]["b"])
+    hidden = send.client.post(
+        f"/conversations/{conversation}/read", headers={"Authorization": f"Bearer {stranger}"}
+    )
+    assert hidden.status_code == 404
+    assert send.client.post(f"/conversations/{conversation}/read").status_code == 401
