@@ -30,6 +30,7 @@ POLICY_HELPERS = frozenset(
         "private.staff_tenant_ids()",
         "private.member_tenant_ids()",
         "private.admin_tenant_ids()",
+        "private.may_read_knowledge(uuid,uuid)",
     }
 )
 

@@ -8,6 +8,7 @@ handoff when the customer asks for a person, marked as offline in every answer's
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import unicodedata
@@ -40,7 +41,9 @@ def _plain(text: str) -> str:
 
 
 def offline_step(messages: list[dict[str, Any]]) -> Step:
-    """What the offline responder says to the last customer message."""
+    """What the offline responder says to the last customer message: a handoff when asked for
+    a person, else the best passage of the business's documents when the prompt carries one,
+    else a few canned answers."""
     # The customer's latest turn: every message since the assistant last spoke (a burst).
     turn: list[str] = []
     for message in reversed(messages):
@@ -53,6 +56,10 @@ def offline_step(messages: list[dict[str, Any]]) -> Step:
     if any(word in text for word in _HUMAN_WORDS):
         summary = "El cliente pidió hablar con una persona. Escribió: " + " / ".join(turn)
         return Step("handoff", ("the customer asked for a person", None, summary[:400]))
+    context = str(messages[-1].get("content") or "") if messages else ""
+    passage = re.search(r"^\[1\] [^:\n]*: (.+)$", context, re.MULTILINE)
+    if messages and messages[-1].get("role") == "system" and passage:
+        return Step("text", passage.group(1).strip())
     for keyword, answer in _KEYWORD_ANSWERS.items():
         if keyword in text:
             return Step("text", answer)

@@ -66,6 +66,13 @@ alter default privileges for role postgres in schema public
 
 create schema if not exists extensions authorization postgres;
 grant usage on schema extensions to anon, authenticated, service_role;
+-- On Supabase, `postgres` may create schemas and trusted extensions (unaccent, pg_trgm, …) in
+-- its database: it holds CREATE on it.
+do $$
+begin
+  execute format('grant create on database %I to postgres', current_database());
+end
+$$;
 
 -- auth ------------------------------------------------------------------------------------------
 create schema if not exists auth authorization supabase_admin;

@@ -19,7 +19,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from shared.alerts import send_due_alerts
-from shared.inbound import answer_turn
+from shared.inbound import Turn, answer_turn
 from shared.media import store_inbound_media
 from shared.observability import capture, get_logger
 from shared.services import Deadline, Services
@@ -123,10 +123,10 @@ def _recovery(services: Services, deadline: Deadline) -> dict[str, int]:
 def _claim_turn(services: Services) -> list[dict[str, Any]]:
     s = services.settings
     turn = services.db.value(
-        "select public.claim_unanswered_turn(%s, %s, %s, %s)",
+        "select public.claim_unanswered_turn(%s, %s, %s, %s, %s)",
         (timedelta(seconds=s.recovery_min_age_seconds),
          timedelta(seconds=s.recovery_max_age_seconds),
-         timedelta(seconds=s.conversation_lock_seconds), s.history_limit),
+         timedelta(seconds=s.conversation_lock_seconds), s.history_limit, s.knowledge_top_k),
     )  # fmt: skip
     return [turn] if turn else []
 
@@ -139,9 +139,8 @@ def _answer_turn(services: Services, turn: dict[str, Any]) -> str:
         )
         return "turns_skipped"
     outcome = answer_turn(
-        services, advisor, turn["customer_phone"], str(turn["conversation_id"]), turn["history"],
-        Deadline(services.settings.request_budget_seconds),
-        audio_available=bool(turn["audio_available"]),
+        services, advisor, turn["customer_phone"], str(turn["conversation_id"]),
+        Turn.from_state(turn), Deadline(services.settings.request_budget_seconds),
     )  # fmt: skip
     return "turns_skipped" if outcome.action in ("busy", "withheld") else "turns_answered"
 

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     handoff_hours: float = Field(default=24.0, gt=0)
     history_limit: int = Field(default=20, ge=1, le=100)
     notify_advisor_on_handoff: bool = True
+    # Passages of the knowledge base given to the model per turn (0: none).
+    knowledge_top_k: int = Field(default=4, ge=0, le=20)
     # WhatsApp's typing indicator (and read receipt) when the AI starts a turn.
     typing_indicator: bool = True
     # An approved WhatsApp template (Content SID) for handoff alerts, variables {{1}} customer

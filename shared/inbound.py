@@ -91,9 +91,10 @@ def handle_inbound(services: Services, msg: InboundMessage, deadline: Deadline) 
 
     opt = opt_keyword(msg.body)
     state: dict[str, Any] = services.db.value(
-        "select public.ingest_inbound(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "select public.ingest_inbound(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (advisor.id, msg.customer_phone, msg.profile_name, sid, msg.body,
-         Jsonb(msg.media_json()), opt, permitted, settings.history_limit),
+         Jsonb(msg.media_json()), opt, permitted, settings.history_limit,
+         settings.knowledge_top_k),
     )  # fmt: skip
     message_id, conversation_id = str(state["message_id"]), str(state["conversation_id"])
     try:
@@ -161,9 +162,30 @@ def _after_storing(
         return Outcome("superseded", message_id, conversation_id)
 
     return answer_turn(
-        services, advisor, msg.customer_phone, conversation_id, history, deadline,
-        audio_available=bool(state["audio_available"]), images=images, remember=seen_key,
+        services, advisor, msg.customer_phone, conversation_id,
+        Turn.from_state(state, images), deadline, remember=seen_key,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What the model is asked about: the conversation window, the passages of the business's
+    documents that match it, whether a voice answer is possible, this turn's images."""
+
+    history: list[dict[str, Any]]
+    knowledge: list[dict[str, Any]]
+    audio_available: bool = False
+    images: dict[str, list[str]] | None = None
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], images: dict[str, list[str]] | None = None) -> Turn:
+        """From what ingest_inbound, pending_turn or the sweep's claim returned."""
+        return cls(
+            state["history"],
+            state.get("knowledge") or [],
+            bool(state.get("audio_available")),
+            images,
+        )
 
 
 def answer_turn(
@@ -171,10 +193,8 @@ def answer_turn(
     advisor: Advisor,
     customer_phone: str,
     conversation_id: str,
-    history: list[dict[str, Any]],
+    turn: Turn,
     deadline: Deadline,
-    audio_available: bool = False,
-    images: dict[str, list[str]] | None = None,
     remember: str | None = None,
 ) -> Outcome:
     """Answer a conversation's turn (the webhook, or the recovery sweep), one instance at a
@@ -188,15 +208,14 @@ def answer_turn(
                 # The holder answers this message before it lets go (see below).
                 log.info("conversation busy, its holder answers", conversation_id=conversation_id)
                 return outcome
-            outcome = _answer(
-                services, advisor, customer_phone, conversation_id, history, deadline,
-                audio_available, images,
-            )  # fmt: skip
+            outcome = _answer(services, advisor, customer_phone, conversation_id, turn, deadline)
         # Released: whatever arrived while we held the lock found it taken, so it is ours.
         if deadline.remaining() < _MIN_TURN_SECONDS + _AFTER_MODEL_RESERVE:
             return outcome
+        settings = services.settings
         pending: dict[str, Any] = services.db.value(
-            "select public.pending_turn(%s, %s)", (conversation_id, services.settings.history_limit)
+            "select public.pending_turn(%s, %s, %s)",
+            (conversation_id, settings.history_limit, settings.knowledge_top_k),
         )
         if not (pending and pending["unhandled"] and pending.get("ai_allowed")):
             return outcome
@@ -204,8 +223,7 @@ def answer_turn(
             return outcome
         answered = pending["unhandled"]
         log.info("answering what arrived meanwhile", count=len(pending["unhandled"]))
-        history, images = pending["history"], None
-        audio_available = bool(pending["audio_available"])
+        turn = Turn.from_state(pending)
 
 
 def _answer(
@@ -213,12 +231,11 @@ def _answer(
     advisor: Advisor,
     customer_phone: str,
     conversation_id: str,
-    history: list[dict[str, Any]],
+    turn: Turn,
     deadline: Deadline,
-    audio_available: bool,
-    images: dict[str, list[str]] | None,
 ) -> Outcome:
-    """Ask the model about `history`, commit its reply for exactly the messages it saw, send."""
+    """Ask the model about the turn, commit its reply for exactly the messages it saw, send."""
+    history = turn.history
     seen = [str(m["id"]) for m in history if m.get("direction") == "inbound"]
     settings = services.settings
     handoff: dict[str, Any] | None = None
@@ -241,8 +258,15 @@ def _answer(
             prompt,
             history,
             timeout=max(1.0, deadline.remaining() - _AFTER_MODEL_RESERVE),
-            images=images,
-            turn_context=turn_context(now, hours, closed, opening),
+            images=turn.images,
+            turn_context=turn_context(
+                now,
+                hours,
+                closed,
+                opening,
+                turn.knowledge,
+                bool(advisor.settings.get("knowledge_only")),
+            ),
             cache_key=conversation_id,
         )
         # A handoff may come without text (the notice is sent); anything said is checked.
@@ -274,6 +298,10 @@ def _answer(
             "completion_tokens": reply.completion_tokens,
             "cached_tokens": reply.cached_tokens,
             "latency_ms": reply.latency_ms,
+            "knowledge": [
+                {"chunk_id": k["chunk_id"], "title": k["title"], "score": k["score"]}
+                for k in turn.knowledge
+            ],
             "outcome": "handoff" if reply.handoff_reason else "replied",
         }
         if reply.handoff_reason:
@@ -293,7 +321,7 @@ def _answer(
         else:
             texts = [reply.text or ""]
             action = "replied"
-            if audio_available and last_inbound_is_voice(history) and reply.text:
+            if turn.audio_available and last_inbound_is_voice(history) and reply.text:
                 voice = voice_reply(services, advisor, conversation_id, reply.text, deadline)
 
     # Every text, the handoff's included, in pieces Twilio accepts.
@@ -431,9 +459,11 @@ def turn_context(
     hours: BusinessHours | None,
     closed: bool,
     opening: datetime | None,
+    knowledge: list[dict[str, Any]] | None = None,
+    knowledge_only: bool = False,
 ) -> str:
-    """What changes every turn, for the end of the prompt: the advisor's local time and whether
-    a person is available."""
+    """What changes every turn, for the end of the prompt: the advisor's local time, whether a
+    person is available, and the passages of the business's documents that match."""
     zone = hours.zone if hours else None
     local = now.astimezone(zone) if zone else now
     lines = [f"Context for this turn: it is {local:%Y-%m-%d %H:%M} ({local.tzname()})."]
@@ -444,4 +474,19 @@ def turn_context(
             lines.append("The advisor is out of office.")
         else:
             lines.append("The advisor is in office hours.")
-    return " ".join(lines)
+    text = " ".join(lines)
+    if knowledge:
+        missing = (
+            "call handoff_to_human" if knowledge_only
+            else "say plainly that you do not have that information and offer the advisor"
+        )  # fmt: skip
+        passages = "\n".join(
+            f"[{n}] {k['title']}" + (f" / {k['heading']}" if k.get("heading") else "")
+            + f": {k['content']}"
+            for n, k in enumerate(knowledge, start=1)
+        )  # fmt: skip
+        text += (
+            "\nPassages of the business's documents that match the customer's message. Answer "
+            f"from them; if the answer is not there, {missing}.\n{passages}"
+        )
+    return text

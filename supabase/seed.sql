@@ -92,3 +92,27 @@ values
    '00000000-0000-4000-8000-000000000107', 'Carmen Vega', '+57307890123', '+14155238889',
    '{"language": "es", "greeting": "¡Hola! Soy el asistente de Carmen. ¿En qué puedo ayudarte?", "prompt": "Eres el asistente virtual de Carmen Vega, asesor comercial. Responde en español, breve y cordial. Si el cliente pide hablar con una persona, usa la herramienta handoff_to_human.", "audio_available": false, "notify_on_handoff": true}')
 on conflict (id) do nothing;
+
+-- A small FAQ for María's customers, so the demo's answers come from the business's own
+-- documents (what an admin uploads through POST /knowledge).
+insert into public.knowledge_sources (id, tenant_id, advisor_id, title, kind, language)
+values ('00000000-0000-4000-8000-00000000c001', '00000000-0000-4000-8000-00000000a001',
+  '00000000-0000-4000-8000-00000000b001', 'Preguntas frecuentes de María', 'qa_csv', 'es')
+on conflict (id) do nothing;
+insert into public.knowledge_chunks (source_id, tenant_id, advisor_id, position, heading, content, config)
+select '00000000-0000-4000-8000-00000000c001', '00000000-0000-4000-8000-00000000a001',
+  '00000000-0000-4000-8000-00000000b001', n, q, a, 'pg_catalog.spanish'::regconfig
+from (values
+  (1, '¿Cuánto cuesta el plan empresarial?',
+   'El plan empresarial cuesta 50.000 pesos al mes por usuario e incluye soporte prioritario.'),
+  (2, '¿Cuánto cuesta el plan básico?',
+   'El plan básico cuesta 20.000 pesos al mes por usuario.'),
+  (3, '¿Hacen envíos a Medellín y otras ciudades?',
+   'Sí, enviamos a Medellín, Cali y Barranquilla en 2 días hábiles; a otras ciudades en 3 a 5.'),
+  (4, '¿Cuál es el horario de atención?',
+   'Atendemos de lunes a viernes de 8:00 a 18:00 y los sábados de 9:00 a 13:00.'),
+  (5, '¿Qué medios de pago aceptan?',
+   'Aceptamos tarjeta de crédito, PSE, Nequi y transferencia bancaria.')
+) as faq(n, q, a)
+where not exists (select 1 from public.knowledge_chunks
+                  where source_id = '00000000-0000-4000-8000-00000000c001');

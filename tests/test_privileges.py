@@ -39,6 +39,8 @@ GRANTS: dict[str, dict[str, set[str]]] = {
     "messages": {"authenticated": {"SELECT"}},
     "ai_runs": {"authenticated": {"SELECT"}},
     "advisor_alerts": {"authenticated": {"SELECT"}},
+    "knowledge_sources": {"authenticated": {"SELECT"}},
+    "knowledge_chunks": {"authenticated": {"SELECT"}},
     "unrouted_messages": {},
     "early_status_callbacks": {},
     "send_requests": {},

@@ -1,6 +1,6 @@
-"""Send function: dashboards post an advisor's message to a customer (POST /messages), and
-mark a conversation read (POST /conversations/<id>/read: nothing unread, blue ticks for the
-customer).
+"""Send function: dashboards post an advisor's message to a customer (POST /messages), mark a
+conversation read (POST /conversations/<id>/read: nothing unread, blue ticks for the customer),
+and tenant admins manage the knowledge base (GET/POST /knowledge, DELETE /knowledge/<id>).
 
 Thin on purpose: CORS, verify the Supabase token, validate the body, hand to `shared`, answer
 JSON. Authorization is the database's RLS, evaluated as the caller. Entry point: `send`.
@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import functions_framework
 import psycopg
 from flask import Request, Response, jsonify
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from shared import knowledge
 from shared.auth import AuthError, AuthUnavailable, TokenVerifier, bearer_token
 from shared.config import MissingSettingError
 from shared.db import DatabaseUnavailable, refusal
@@ -38,9 +39,17 @@ if not (settings.supabase_jwt_secret or settings.jwks_url):
         "missing required setting(s): SUPABASE_JWT_SECRET or SUPABASE_URL/SUPABASE_JWKS_URL"
     )
 log = get_logger("send")
-READ_PATH = re.compile(
-    r"/conversations/([0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12})/read"
-)
+_UUID = r"([0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12})"
+# (path, methods, name): what this function serves.
+ROUTES = [
+    (re.compile(r"/messages"), ("POST",), "send"),
+    (re.compile(rf"/conversations/{_UUID}/read"), ("POST",), "read"),
+    (re.compile(r"/knowledge"), ("GET", "POST"), "knowledge"),
+    (re.compile(rf"/knowledge/{_UUID}"), ("DELETE",), "knowledge_item"),
+]
+# Knowledge documents are the largest bodies (200,000 characters, up to 4 bytes each).
+MAX_BODY_BYTES = 1_000_000
+Model = TypeVar("Model", bound=BaseModel)
 verifier = TokenVerifier(
     settings.secret(settings.supabase_jwt_secret) or None,
     settings.jwks_url,
@@ -68,22 +77,24 @@ def send(request: Request) -> Response:
         response = Response(status=204)
         response.headers.update({
             "Access-Control-Allow-Origin": allowed,
-            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
             "Access-Control-Allow-Headers": "Authorization, Content-Type, Idempotency-Key",
             "Access-Control-Max-Age": "3600",
             "Vary": "Origin",
         })  # fmt: skip
         return response
     path = request.path.rstrip("/")
-    read = READ_PATH.fullmatch(path)
-    if path != "/messages" and not read:
-        return _json(
-            404,
-            {"error": "not_found", "detail": "use POST /messages or /conversations/<id>/read"},
-            allowed,
-        )
-    if request.method != "POST":
-        return _json(405, {"error": "method_not_allowed", "detail": "use POST"}, allowed)
+    route = next(
+        ((name, methods, m) for pattern, methods, name in ROUTES if (m := pattern.fullmatch(path))),
+        None,
+    )
+    if route is None:
+        detail = "use /messages, /conversations/<id>/read or /knowledge"
+        return _json(404, {"error": "not_found", "detail": detail}, allowed)
+    name, methods, match = route
+    if request.method not in methods:
+        detail = f"use {' or '.join(methods)}"
+        return _json(405, {"error": "method_not_allowed", "detail": detail}, allowed)
 
     token = bearer_token(request.headers.get("Authorization"))
     if not token:
@@ -98,22 +109,40 @@ def send(request: Request) -> Response:
         capture(exc)
         return _json(503, {"error": "unavailable", "detail": "try again shortly"}, allowed)
 
-    if read:
-        return _answer(lambda: mark_read(get_services(), claims, UUID(read[1])), allowed)
+    services = get_services
+    if name == "read":
+        return _answer(lambda: mark_read(services(), claims, UUID(match[1])), allowed)
+    if name == "knowledge_item":
+        return _answer(lambda: knowledge.delete_source(services(), claims, UUID(match[1])), allowed)
+    if name == "knowledge" and request.method == "GET":
+        return _answer(lambda: knowledge.list_sources(services(), claims), allowed)
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        return _json(413, {"error": "too_large", "detail": "request body too large"}, allowed)
+    if name == "knowledge":
+        upload = _body(request, knowledge.KnowledgeUpload)
+        if isinstance(upload, tuple):
+            return _json(upload[0], upload[1], allowed)
+        return _answer(lambda: knowledge.upload(services(), claims, upload), allowed)
+    message = _body(request, SendRequest)
+    if isinstance(message, tuple):
+        return _json(message[0], message[1], allowed)
+    key = (request.headers.get("Idempotency-Key") or "").strip()[:255] or None
+    return _answer(lambda: send_advisor_message(services(), claims, message, key), allowed)
+
+
+def _body(request: Request, model: type[Model]) -> Model | tuple[int, dict[str, Any]]:
+    """The JSON body validated by `model`, or the error answer (status, body)."""
     try:
         body = request.get_json(silent=True)
     except RecursionError:  # JSON nested deeper than Python parses
-        return _json(400, {"error": "invalid_json", "detail": "JSON nested too deeply"}, allowed)
+        return 400, {"error": "invalid_json", "detail": "JSON nested too deeply"}
     try:
-        payload = SendRequest.model_validate(body or {})
+        return model.model_validate(body or {})
     except ValidationError as exc:
         detail = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
         )
-        return _json(422, {"error": "invalid_body", "detail": detail}, allowed)
-
-    key = (request.headers.get("Idempotency-Key") or "").strip()[:255] or None
-    return _answer(lambda: send_advisor_message(get_services(), claims, payload, key), allowed)
+        return 422, {"error": "invalid_body", "detail": detail}
 
 
 def _answer(handle: Callable[[], Answer], allowed: str | None) -> Response:

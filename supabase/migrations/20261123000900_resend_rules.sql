@@ -6,7 +6,7 @@
 --   an earlier part failed for good, the later parts are canceled.
 -- * 'canceled': we decided not to send it (opt-out, inactive advisor, outside the 24-hour
 --   window, too old, an earlier part lost). Never retried; the reason is in error_message.
--- * The conversation's last message time and preview follow every reply, media-only too.
+-- (commit_reply, which writes reply_id, is redefined in 20261123001600_knowledge.sql.)
 
 alter table public.messages add column if not exists reply_id uuid;
 comment on column public.messages.reply_id is
@@ -148,88 +148,6 @@ revoke all on function public.claim_resends(integer, interval, interval, integer
   from public, anon, authenticated;
 grant execute on function public.claim_resends(integer, interval, interval, integer, integer[], interval)
   to assistant_functions, service_role;
-
--- commit_reply, now giving every reply a reply_id and keeping the conversation's last message
--- time and preview current for media-only replies (a voice note, a template).
-create or replace function public.commit_reply(
-  p_conversation_id uuid,
-  p_seen uuid[],
-  p_messages jsonb,
-  p_ai_run jsonb default null,
-  p_handoff jsonb default null,
-  p_require_ai boolean default true
-) returns jsonb
-language plpgsql security definer set search_path = '' as $$
-declare
-  v_conv public.conversations;
-  v_active boolean;
-  v_newest uuid := p_seen[array_upper(p_seen, 1)];
-  v_reply uuid := gen_random_uuid();
-  v_ids jsonb;
-  v_count integer;
-  v_last text;
-begin
-  -- One commit at a time per conversation: the checks below and the writes see the same state.
-  select c.* into v_conv from public.conversations c where c.id = p_conversation_id for update;
-  if not found then
-    raise exception 'unknown conversation %', p_conversation_id using errcode = 'P0002';
-  end if;
-  select a.is_active into v_active from public.advisors a where a.id = v_conv.advisor_id;
-
-  if p_require_ai and not private.ai_may_answer(v_conv, v_active) then
-    return jsonb_build_object('committed', false, 'reason', 'ai_not_allowed');
-  end if;
-  -- (Notices answer a message ingest already handled; the AI answers only unhandled turns.)
-  if p_require_ai and v_newest is not null and exists (
-    select 1 from public.messages m where m.id = v_newest and m.handled_at is not null
-  ) then
-    return jsonb_build_object('committed', false, 'reason', 'already_answered');
-  end if;
-
-  with inserted as (
-    insert into public.messages (tenant_id, advisor_id, conversation_id, direction, author, body,
-      media, status, reply_id)
-    select v_conv.tenant_id, v_conv.advisor_id, v_conv.id, 'outbound', m.author, m.body,
-      coalesce(m.media, '[]'::jsonb), 'queued', v_reply
-    from jsonb_array_elements(coalesce(p_messages, '[]'::jsonb)) with ordinality as e(value, n)
-    cross join lateral jsonb_to_record(e.value) as m(author text, body text, media jsonb)
-    order by e.n
-    returning id, body, media, created_at
-  )
-  select coalesce(jsonb_agg(id order by created_at), '[]'::jsonb), count(*),
-    (array_agg(coalesce(nullif(body, ''),
-       case when media @> '[{"type": "template"}]' then '[template]' else '[media]' end)
-     order by created_at desc))[1]
-  into v_ids, v_count, v_last from inserted;
-
-  if p_ai_run is not null then
-    insert into public.ai_runs (tenant_id, advisor_id, conversation_id, inbound_message_id, model,
-      prompt_tokens, completion_tokens, latency_ms, outcome, error)
-    select v_conv.tenant_id, v_conv.advisor_id, v_conv.id, v_newest, r.model,
-      r.prompt_tokens, r.completion_tokens, r.latency_ms, r.outcome, r.error
-    from jsonb_to_record(p_ai_run) as r(model text, prompt_tokens integer,
-      completion_tokens integer, latency_ms integer, outcome text, error text);
-  end if;
-
-  -- Exactly what the model saw: a message that arrived meanwhile stays unhandled.
-  update public.messages set handled_at = now()
-  where id = any(p_seen) and direction = 'inbound' and handled_at is null;
-
-  update public.conversations c set
-    last_message_at = case when v_count = 0 then c.last_message_at else now() end,
-    last_message_preview = coalesce(left(v_last, 120), c.last_message_preview),
-    ai_attention = case when p_handoff ? 'hours' then false else c.ai_attention end,
-    human_override_until = case when p_handoff ? 'hours'
-      then now() + make_interval(secs => (p_handoff ->> 'hours')::float8 * 3600)
-      else c.human_override_until end,
-    handoff_reason = coalesce(p_handoff ->> 'reason', c.handoff_reason),
-    needs_human = case when p_handoff ? 'needs_human' then (p_handoff ->> 'needs_human')::boolean
-                       else c.needs_human or p_handoff is not null end
-  where c.id = v_conv.id;
-
-  return jsonb_build_object('committed', true, 'message_ids', v_ids);
-end
-$$;
 
 -- What a dry run would resend (the same candidates claim_resends looks at).
 create or replace function public.cleanup_preview(
