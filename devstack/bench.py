@@ -40,7 +40,7 @@ import psycopg
 import requests
 from twilio.request_validator import RequestValidator
 
-from devstack import functions, postgres
+from devstack import functions, knowledge_bench, postgres
 from devstack.latency_proxy import start_in_own_process
 from devstack.stack import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, Ports, Stack
 
@@ -78,6 +78,9 @@ class Config:
     # Counting at the server waits out Postgres' 10 s statistics flush per load; quick runs
     # rely on the in-process counts of section 5 instead.
     count_database_round_trips: bool = True
+    # Knowledge retrieval: passages in the loaded tenant, ingest_inbound calls timed.
+    knowledge_passages: int = 10_000
+    knowledge_calls: int = 300
 
 
 FULL = Config([10, 50, 100, 200], 20, 16, [10_000, 1_000_000], 50, [1, 2, 4, 8], 5, 300, 300)
@@ -87,7 +90,20 @@ QUICK = Config(
 )  # fmt: skip
 # For the test that keeps this code from rotting: numbers, not settled ones.
 TINY = Config(
-    [5], 1, 2, [200], 5, [1], 0.5, 5, 5, customers=20, label="tiny", stats_settle_seconds=0
+    [5],
+    1,
+    2,
+    [200],
+    5,
+    [1],
+    0.5,
+    5,
+    5,
+    customers=20,
+    label="tiny",
+    stats_settle_seconds=0,
+    knowledge_passages=200,
+    knowledge_calls=20,
 )
 
 
@@ -596,6 +612,12 @@ def run(config: Config, output: Path | None) -> dict[str, Any]:
             ]
 
             report["growth"] += [grow_and_measure(size) for size in config.sizes[1:]]
+            report["knowledge"] = knowledge_bench.retrieval_quality(stack.database_url)
+            report["knowledge"].update(
+                knowledge_bench.ingest_latency(
+                    stack.database_url, config.knowledge_passages, config.knowledge_calls
+                )
+            )
             report["profile"], report["counted"] = profile_hot_path(stack, config.profile_messages)
         finally:
             for process in processes:
@@ -753,12 +775,38 @@ def render(report: dict[str, Any]) -> str:
         f" Upstash bridge): {report['counted']['pg']:.2f} Postgres and {report['counted']['redis']:.2f} Redis"
         " round trips per message.",
         "",
+        "## 6. Knowledge retrieval (`devstack/knowledge_bench.py`, fixture `devstack/knowledge_fixture.py`)",
+        "",
+        *knowledge_lines(report["knowledge"]),
+        "",
         "## Reading",
         "",
         *reading(report),
         "",
     ]
     return "\n".join(lines)
+
+
+def knowledge_lines(k: dict[str, Any]) -> list[str]:
+    return [
+        f"A furniture shop's FAQ (40 entries) and {k['questions']} questions as customers write them"
+        " on WhatsApp (no accents, typos, abbreviations, follow-ups), through `ingest_inbound`:",
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
+        f"| recall@4 | {k['recall_at_4']:.3f} | at least 0.9 |",
+        f"| MRR | {k['mrr']:.3f} | |",
+        f"| unanswerable questions ({k['unanswerable']}) that retrieve nothing | "
+        f"{k['unanswerable_empty']:.0%} | at least 80% |",
+        f"| `ingest_inbound` p50 / p95 ms, tenant without knowledge | {k['without_p50']:.2f} /"
+        f" {k['without_p95']:.2f} | |",
+        f"| `ingest_inbound` p50 / p95 ms, tenant with {k['passages']:,} passages | "
+        f"{k['with_p50']:.2f} / {k['with_p95']:.2f} | p95 within +2 ms |",
+        "",
+        "Missed (the answering passage not among the four): "
+        + ("; ".join(f'"{q}"' for q in k["missed"]) or "none")
+        + ".",
+    ]
 
 
 def reading(report: dict[str, Any]) -> list[str]:

@@ -22,7 +22,9 @@ from psycopg.rows import tuple_row
 
 API_ROLES = ("anon", "authenticated", "service_role")
 # Written by the functions only; no API role at all, on purpose.
-SERVICE_ONLY_TABLES = frozenset({"unrouted_messages", "early_status_callbacks", "send_requests"})
+SERVICE_ONLY_TABLES = frozenset(
+    {"unrouted_messages", "early_status_callbacks", "send_requests", "knowledge_terms"}
+)
 # Called by RLS policies as the dashboard user; they only ever answer about that user.
 POLICY_HELPERS = frozenset(
     {

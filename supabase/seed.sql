@@ -116,3 +116,4 @@ from (values
 ) as faq(n, q, a)
 where not exists (select 1 from public.knowledge_chunks
                   where source_id = '00000000-0000-4000-8000-00000000c001');
+select private.refresh_knowledge_terms('00000000-0000-4000-8000-00000000a001');

@@ -41,6 +41,7 @@ GRANTS: dict[str, dict[str, set[str]]] = {
     "advisor_alerts": {"authenticated": {"SELECT"}},
     "knowledge_sources": {"authenticated": {"SELECT"}},
     "knowledge_chunks": {"authenticated": {"SELECT"}},
+    "knowledge_terms": {},
     "unrouted_messages": {},
     "early_status_callbacks": {},
     "send_requests": {},

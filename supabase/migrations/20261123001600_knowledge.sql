@@ -2,9 +2,10 @@
 --
 -- Passages are found with Postgres full-text search in the same round trip that stores the
 -- customer's message (ingest_inbound, pending_turn and the sweep's claim return them beside
--- the history): the language's stemming configuration, accents folded with unaccent, OR over
--- the message's words (plus a 5-letter prefix of long words, for typos), ranked by cover
--- density. Tenant admins and supervisors manage sources through the send function; advisors
+-- the history): the language's stemming configuration, accents folded with unaccent, any of
+-- the message's words (a typo stands for the indexed words sharing its first five letters),
+-- each weighted by its rarity among the tenant's passages; a passage must cover enough of the
+-- message's information to be given. Tenant admins and supervisors manage sources through the send function; advisors
 -- read what applies to them (their own and the tenant-wide ones); anon nothing.
 
 create extension if not exists unaccent with schema extensions;
@@ -138,6 +139,7 @@ begin
   select v_source, v_tenant, p_advisor_id, c.n, c.value ->> 'heading', c.value ->> 'content',
     private.text_config(p_language)
   from jsonb_array_elements(p_chunks) with ordinality as c(value, n);
+  perform private.refresh_knowledge_terms(v_tenant);
   return jsonb_build_object('source_id', v_source, 'tenant_id', v_tenant,
     'chunks', jsonb_array_length(p_chunks));
 end
@@ -155,6 +157,7 @@ begin
   end if;
   perform private.knowledge_tenant(p_user_id, v_source.tenant_id, v_source.advisor_id);
   delete from public.knowledge_sources where id = p_source_id;
+  perform private.refresh_knowledge_terms(v_source.tenant_id);
   return true;
 end
 $$;
@@ -172,21 +175,83 @@ language sql stable security definer set search_path = '' as $$
                         where m.user_id = p_user_id and m.role in ('admin', 'supervisor'))
 $$;
 
--- A text as a search query: any of its words (OR), and for words of six letters or more also
--- their first five letters as a prefix, so "medelin" still finds "Medellín".
-create or replace function private.knowledge_query(p_config regconfig, p_text text)
-returns tsquery
-language sql immutable set search_path = '' as $$
-  select nullif(string_agg(q, ' | '), '')::tsquery from (
-    select quote_literal(l)
-      || case when length(l) >= 6 then ' | ' || quote_literal(left(l, 5)) || ':*' else '' end as q
-    from unnest(tsvector_to_array(to_tsvector(p_config, private.fold(p_text)))) as l
-  ) words
+-- How many of a tenant's passages hold each word (the '' row: how many passages in all), for
+-- weighting words by rarity: "envío" says more about a question than "puedo". Recomputed for
+-- the tenant whenever its sources change (ts_stat over its passages).
+create table public.knowledge_terms (
+  tenant_id uuid not null references public.tenants (id) on delete cascade,
+  lexeme text not null,
+  documents integer not null,
+  primary key (tenant_id, lexeme)
+);
+comment on table public.knowledge_terms is
+  'Document frequency of each indexed word per tenant (lexeme  = passage count): retrieval weights.';
+alter table public.knowledge_terms enable row level security;
+revoke all on public.knowledge_terms from anon, authenticated, service_role;
+
+create or replace function private.refresh_knowledge_terms(p_tenant_id uuid) returns void
+language plpgsql set search_path = '' as $$
+begin
+  delete from public.knowledge_terms where tenant_id = p_tenant_id;
+  insert into public.knowledge_terms (tenant_id, lexeme, documents)
+  select p_tenant_id, s.word, s.ndoc from pg_catalog.ts_stat(format(
+    'select search from public.knowledge_chunks where tenant_id = %L', p_tenant_id)) s
+  union all
+  select p_tenant_id, '', count(*)::integer from public.knowledge_chunks where tenant_id = p_tenant_id;
+end
 $$;
 
--- The passages for a conversation's turn: those of the advisor's scope that match the newest
--- customer message best (the one before counts a little, for follow-ups like "¿y a Cali?"),
--- above a score threshold, at most p_top_k.
+-- The words of a customer's message, weighted by how rare they are among the tenant's
+-- passages (BM25's idf). A word no passage holds but that shares its first five letters with
+-- indexed words (a typo: "medelin") stands for those, at 80%; words of one or two letters
+-- ("q", "a"), greetings and filler ("hola", "porfa") are left out. p_weight scales a whole
+-- message (the previous one counts less).
+create or replace function private.knowledge_terms_of(
+  p_tenant_id uuid, p_config regconfig, p_text text, p_weight float8
+) returns table (lexeme text, query tsquery, weight float8, idf float8)
+language sql stable set search_path = '' as $$
+  with total as (
+    select greatest(documents, 1)::float8 as n from public.knowledge_terms
+    where tenant_id = p_tenant_id and lexeme = ''
+  ),
+  words as (
+    select distinct w as word
+    from unnest(tsvector_to_array(to_tsvector(p_config, private.fold(p_text)))) as w
+    where length(w) >= 3
+      -- greetings and WhatsApp filler say nothing about what is asked
+      and w <> all(tsvector_to_array(to_tsvector(p_config,
+        'hola buenas buenos tardes dias noches porfa porfavor favor gracias plis xfa')))
+  ),
+  matched as (
+    select w.word, coalesce(ex.lexemes, near.lexemes) as lexemes,
+      coalesce(ex.df, near.df) as df, ex.lexemes is null as by_prefix
+    from words w
+    left join lateral (
+      select array[t.lexeme] as lexemes, t.documents as df from public.knowledge_terms t
+      where t.tenant_id = p_tenant_id and t.lexeme = w.word
+    ) ex on true
+    left join lateral (
+      select array_agg(t.lexeme) as lexemes, min(t.documents) as df from (
+        select t.lexeme, t.documents from public.knowledge_terms t
+        where t.tenant_id = p_tenant_id and length(w.word) >= 6 and t.lexeme <> ''
+          and t.lexeme like left(w.word, 5) || '%'
+        limit 8) t
+      having count(*) > 0
+    ) near on ex.lexemes is null
+  )
+  select m.word,
+    case when m.lexemes is null then null
+      else array_to_string(array(select quote_literal(l) from unnest(m.lexemes) l), ' | ')::tsquery
+    end,
+    p_weight * case when m.by_prefix then 0.8 else 1.0 end,
+    -- a word no passage holds weighs as much as the rarest one: it is what the passages lack
+    ln(1 + (total.n - coalesce(m.df, 1) + 0.5) / (coalesce(m.df, 1) + 0.5))
+  from matched m, total
+$$;
+
+-- The passages for a conversation's turn: those of the advisor's scope that cover most of the
+-- newest customer message's information (the one before adds a little, for follow-ups like
+-- "¿y a Cali?"), covering at least KNOWLEDGE_MIN_COVERAGE of it, at most p_top_k.
 create or replace function private.turn_knowledge(p_conversation_id uuid, p_top_k integer)
 returns jsonb
 language plpgsql stable set search_path = '' as $$
@@ -195,8 +260,6 @@ declare
   v_advisor uuid;
   v_config regconfig;
   v_texts text[];
-  v_newest tsquery;
-  v_before tsquery;
   v_result jsonb;
 begin
   if coalesce(p_top_k, 0) <= 0 then
@@ -206,34 +269,46 @@ begin
   into v_tenant, v_advisor, v_config
   from public.conversations c join public.advisors a on a.id = c.advisor_id
   where c.id = p_conversation_id;
-  if not exists (select 1 from public.knowledge_chunks k where k.tenant_id = v_tenant) then
+  if not exists (select 1 from public.knowledge_terms t where t.tenant_id = v_tenant) then
     return '[]'::jsonb;
   end if;
   select array_agg(t order by created_at desc) into v_texts from (
     select coalesce(m.transcript, m.body, '') as t, m.created_at from public.messages m
     where m.conversation_id = p_conversation_id and m.direction = 'inbound'
     order by m.created_at desc limit 2) recent;
-  v_newest := private.knowledge_query(v_config, v_texts[1]);
-  v_before := private.knowledge_query(v_config, v_texts[2]);
-  if v_newest is null and v_before is null then
-    return '[]'::jsonb;
-  end if;
+
+  with terms as (
+    select distinct on (t.lexeme) t.*, t.weight >= 0.8 as newest from (
+      select * from private.knowledge_terms_of(v_tenant, v_config, v_texts[1], 1.0)
+      union all
+      select * from private.knowledge_terms_of(v_tenant, v_config, v_texts[2], 0.3)
+      where v_texts[2] is not null
+    ) t
+    order by t.lexeme, t.weight desc
+  ),
+  information as (select sum(idf) as total from terms where newest),
+  wanted as (
+    select array_to_string(array_agg(query::text), ' | ')::tsquery as query
+    from terms where query is not null
+  ),
+  scored as (
+    select k.id, k.source_id, k.heading, k.content,
+      (select sum(t.weight * t.idf) from terms t where t.query is not null and k.search @@ t.query)
+        / nullif((select total from information), 0) as score
+    from public.knowledge_chunks k, wanted
+    where k.tenant_id = v_tenant and (k.advisor_id is null or k.advisor_id = v_advisor)
+      and k.search @@ wanted.query
+  )
   select coalesce(jsonb_agg(jsonb_build_object('chunk_id', x.id, 'title', x.title,
     'heading', x.heading, 'content', x.content, 'score', round(x.score::numeric, 4))
     order by x.score desc), '[]'::jsonb)
   into v_result
   from (
-    select k.id, s.title, k.heading, k.content,
-      coalesce(ts_rank_cd(k.search, v_newest, 32), 0)
-        + 0.3 * coalesce(ts_rank_cd(k.search, v_before, 32), 0) as score
-    from public.knowledge_chunks k
-    join public.knowledge_sources s on s.id = k.source_id
-    where k.tenant_id = v_tenant and (k.advisor_id is null or k.advisor_id = v_advisor)
-      and k.search @@ coalesce(v_newest || v_before, v_newest, v_before)
-    order by score desc
+    select sc.*, s.title from scored sc join public.knowledge_sources s on s.id = sc.source_id
+    where sc.score >= 0.35
+    order by sc.score desc
     limit p_top_k
-  ) x
-  where x.score >= 0.05;
+  ) x;
   return v_result;
 end
 $$;
@@ -518,8 +593,8 @@ end
 $$;
 
 revoke all on function private.fold(text), private.text_config(text),
-  private.knowledge_tenant(uuid, uuid, uuid), private.knowledge_query(regconfig, text),
-  private.turn_knowledge(uuid, integer),
+  private.knowledge_tenant(uuid, uuid, uuid), private.refresh_knowledge_terms(uuid),
+  private.knowledge_terms_of(uuid, regconfig, text, float8), private.turn_knowledge(uuid, integer),
   private.record_ai_run(public.conversations, uuid, jsonb) from public, anon, authenticated;
 
 do $$

@@ -57,5 +57,10 @@ def test_bench_code_path_produces_numbers(
     assert report["profile"][0][0] == "whole handle_inbound" and report["profile"][0][1] > 0
     # ingest + commit before the send, results + pending after; admission, lock, unlock.
     assert report["counted"]["pg"] == 4 and report["counted"]["redis"] == 3
+    knowledge = report["knowledge"]
+    assert (
+        0 < knowledge["recall_at_4"] <= 1 and knowledge["passages"] == bench.TINY.knowledge_passages
+    )
     text = output.read_text()
     assert "## 1. Overhead per inbound message" in text and "## Reading" in text
+    assert "## 6. Knowledge retrieval" in text and "recall@4" in text
