@@ -88,16 +88,64 @@ def retrieval_quality(database_url: str) -> dict[str, Any]:
     }
 
 
+PRODUCTS = [
+    "sofá",
+    "silla",
+    "mesa",
+    "cama",
+    "colchón",
+    "escritorio",
+    "repisa",
+    "biblioteca",
+    "mesa de noche",
+    "cómoda",
+    "closet",
+    "puff",
+    "banco",
+    "poltrona",
+    "nochero",
+    "comedor",
+]
+MATERIALS = [
+    "roble",
+    "pino",
+    "nogal",
+    "cedro",
+    "metal",
+    "vidrio",
+    "bambú",
+    "MDF",
+    "mármol",
+    "cuero",
+]
+COLORS = ["gris", "beige", "blanco", "negro", "azul", "verde oliva", "terracota", "natural", "café"]
+ROOMS = ["sala", "comedor", "alcoba", "oficina", "terraza", "estudio", "habitación infantil"]
+
+
+def catalogue(count: int, seed: int = 3) -> list[tuple[str, str]]:
+    """`count` product passages as a shop's catalogue reads: what a tenant with 10,000 passages
+    holds beside its FAQ."""
+    rng = random.Random(seed)
+    entries = []
+    for n in range(count):
+        product, material = rng.choice(PRODUCTS), rng.choice(MATERIALS)
+        entries.append((
+            f"Referencia {n:05d}: {product} de {material}",
+            f"{product.capitalize()} de {material} color {rng.choice(COLORS)}, ideal para "
+            f"{rng.choice(ROOMS)}, {rng.randrange(40, 240)} x {rng.randrange(30, 120)} cm. Precio "
+            f"{rng.randrange(90, 4000) * 1000:,} pesos. Disponible en {rng.randrange(1, 30)} días.",
+        ))  # fmt: skip
+    return entries
+
+
 def ingest_latency(database_url: str, passages: int, calls: int) -> dict[str, float]:
     """ingest_inbound's p50/p95 (ms) with retrieval on, for a tenant without knowledge and for
-    one holding `passages` passages (the FAQ repeated with variations, in sources of 500)."""
+    one holding `passages` passages (its FAQ plus a product catalogue, in sources of 500)."""
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         _, _, bare = _tenant_with_advisor(conn, "bench-no-knowledge")
         tenant, admin, loaded = _tenant_with_advisor(conn, "bench-10k-passages")
-        entries = [
-            (f"{q} (sede {n})", f"{a} Aplica en la sede {n}.")
-            for n in range(passages // len(FAQ) + 1) for _, q, a in FAQ
-        ][:passages]  # fmt: skip
+        faq = [(q, a) for _, q, a in FAQ]
+        entries = faq + catalogue(max(0, passages - len(faq)))
         for start in range(0, len(entries), 500):
             _upload(conn, admin, tenant, f"FAQ parte {start // 500}", entries[start : start + 500])
         conn.execute("analyze public.knowledge_chunks")

@@ -184,6 +184,8 @@ create table public.knowledge_terms (
   documents integer not null,
   primary key (tenant_id, lexeme)
 );
+-- The typo lookup (lexemes starting with "medel") whatever the database's collation.
+create index knowledge_terms_prefix_idx on public.knowledge_terms (tenant_id, lexeme text_pattern_ops);
 comment on table public.knowledge_terms is
   'Document frequency of each indexed word per tenant (lexeme  = passage count): retrieval weights.';
 alter table public.knowledge_terms enable row level security;
@@ -233,8 +235,9 @@ language sql stable set search_path = '' as $$
     left join lateral (
       select array_agg(t.lexeme) as lexemes, min(t.documents) as df from (
         select t.lexeme, t.documents from public.knowledge_terms t
-        where t.tenant_id = p_tenant_id and length(w.word) >= 6 and t.lexeme <> ''
-          and t.lexeme like left(w.word, 5) || '%'
+        where t.tenant_id = p_tenant_id and length(w.word) >= 6
+          -- starts with the five letters (a range the pattern index serves)
+          and t.lexeme ~>=~ left(w.word, 5) and t.lexeme ~<~ (left(w.word, 5) || chr(1114111))
         limit 8) t
       having count(*) > 0
     ) near on ex.lexemes is null
@@ -254,13 +257,14 @@ $$;
 -- "¿y a Cali?"), covering at least KNOWLEDGE_MIN_COVERAGE of it, at most p_top_k.
 create or replace function private.turn_knowledge(p_conversation_id uuid, p_top_k integer)
 returns jsonb
-language plpgsql stable set search_path = '' as $$
+language plpgsql stable set search_path = '' set jit = off as $$
 declare
   v_tenant uuid;
   v_advisor uuid;
   v_config regconfig;
   v_texts text[];
   v_result jsonb;
+  v_pass integer;
 begin
   if coalesce(p_top_k, 0) <= 0 then
     return '[]'::jsonb;
@@ -277,6 +281,9 @@ begin
     where m.conversation_id = p_conversation_id and m.direction = 'inbound'
     order by m.created_at desc limit 2) recent;
 
+  -- First the passages holding both of the two rarest words (few, so few to score); when that
+  -- gives none, those holding any of the three rarest.
+  for v_pass in 1..2 loop
   with terms as (
     select distinct on (t.lexeme) t.*, t.weight >= 0.8 as newest from (
       select * from private.knowledge_terms_of(v_tenant, v_config, v_texts[1], 1.0)
@@ -287,9 +294,14 @@ begin
     order by t.lexeme, t.weight desc
   ),
   information as (select sum(idf) as total from terms where newest),
+  -- Candidates come from the rarest words the passages hold: a passage without them cannot
+  -- cover enough of the message, and a common word ("precio" in a catalogue) still adds to
+  -- the score without making every passage a candidate.
   wanted as (
-    select array_to_string(array_agg(query::text), ' | ')::tsquery as query
-    from terms where query is not null
+    select array_to_string(array_agg('(' || query::text || ')'),
+      case v_pass when 1 then ' & ' else ' | ' end)::tsquery as query
+    from (select query from terms where query is not null
+          order by idf * weight desc limit case v_pass when 1 then 2 else 3 end) t
   ),
   scored as (
     select k.id, k.source_id, k.heading, k.content,
@@ -309,6 +321,8 @@ begin
     order by sc.score desc
     limit p_top_k
   ) x;
+  exit when jsonb_array_length(v_result) > 0;
+  end loop;
   return v_result;
 end
 $$;
