@@ -27,8 +27,13 @@ class MissingSettingError(RuntimeError):
 
 
 class Settings(BaseSettings):
+    # An empty variable (`ADVISOR_ALERT_CONTENT_SID=` in a copied .env.example) means unset.
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,
     )
 
     # development, test or production (also Sentry's environment).

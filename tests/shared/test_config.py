@@ -87,3 +87,13 @@ def test_every_example_value_is_refused_in_production() -> None:
     assert {s for s in secrets if values.get(s)} <= set(
         str(refused.value).replace(",", " ").split()
     )
+
+
+def test_the_example_file_as_is_is_valid_settings() -> None:
+    """`cp .env.example .env` works: its empty values (no alert template, no Sentry) mean unset."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    settings = Settings(_env_file=example)  # type: ignore[call-arg]
+    assert settings.advisor_alert_content_sid is None and settings.sentry_dsn is None
+    assert settings.environment == "development" and settings.knowledge_top_k == 4
