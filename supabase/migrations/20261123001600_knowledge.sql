@@ -555,7 +555,13 @@ begin
 end
 $$;
 
-drop function public.claim_unanswered_turn(interval, interval, interval, integer);
+-- Recovery claims one unanswered turn at a time. claim_unanswered_turns leased up to ten
+-- messages per turn for a whole batch of turns, each of which may take a full request budget
+-- to answer: leases lapsed while the batch was still being answered, and an overlapping run
+-- answered the same turn again. The sweep now claims a turn just before answering it, for one
+-- lease, and leases exactly that conversation's messages; whether the AI may answer is decided
+-- by private.ai_may_answer, as everywhere else.
+drop function public.claim_unanswered_turns(integer, interval, interval, interval, integer);
 create function public.claim_unanswered_turn(
   p_min_age interval, p_max_age interval, p_lease interval, p_history_limit integer default 20,
   p_knowledge_top_k integer default 0
