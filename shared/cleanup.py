@@ -251,8 +251,10 @@ def _due_alerts(services: Services, deadline: Deadline) -> dict[str, int]:
     counts = {"claimed": 0, "sent": 0}
     while deadline.remaining() > services.settings.twilio_timeout_seconds * 2:
         claimed: list[dict[str, Any]] = services.db.value(
-            "select public.claim_due_alerts(%s)", (services.settings.recovery_batch_size,)
-        )
+            "select public.claim_due_alerts(%s, %s)",
+            (services.settings.recovery_batch_size,
+             timedelta(seconds=services.settings.cleanup_budget_seconds * 2)),
+        )  # fmt: skip
         if not claimed:
             break
         counts["claimed"] += len(claimed)

@@ -12,13 +12,15 @@ alter table public.ai_runs validate constraint ai_runs_outcome_check;
 
 alter table public.advisor_alerts
   add column if not exists summary text,
-  add column if not exists send_after timestamptz;
+  add column if not exists send_after timestamptz,
+  -- When a sweep claimed it: a claim older than a run's budget is a run that died.
+  add column if not exists claimed_at timestamptz;
 alter table public.advisor_alerts drop constraint advisor_alerts_status_check;
 alter table public.advisor_alerts add constraint advisor_alerts_status_check
   check (status in ('scheduled', 'queued', 'sent', 'failed', 'skipped')) not valid;
 alter table public.advisor_alerts validate constraint advisor_alerts_status_check;
 create index if not exists advisor_alerts_due_idx on public.advisor_alerts (send_after)
-  where status = 'scheduled';
+  where status in ('scheduled', 'queued');
 
 drop function public.record_advisor_alert(uuid, text, text, text, text, integer, text);
 create function public.record_advisor_alert(
@@ -36,20 +38,24 @@ language sql security definer set search_path = '' as $$
 $$;
 
 -- Scheduled alerts whose time came, claimed (status 'queued') so overlapping runs send each
--- once; with what sending needs.
-create or replace function public.claim_due_alerts(p_limit integer) returns jsonb
+-- once, and claims a dead run left behind (older than p_stale); with what sending needs.
+create or replace function public.claim_due_alerts(
+  p_limit integer, p_stale interval default interval '10 minutes'
+) returns jsonb
 language plpgsql security definer set search_path = '' as $$
 declare
   v_result jsonb;
 begin
   with picked as (
     select x.id from public.advisor_alerts x
-    where x.status = 'scheduled' and x.send_after <= now()
+    where (x.status = 'scheduled' and x.send_after <= now())
+       or (x.status = 'queued' and x.claimed_at < now() - p_stale)
     order by x.send_after limit p_limit
     for update skip locked
   ),
   claimed as (
-    update public.advisor_alerts x set status = 'queued' from picked where x.id = picked.id
+    update public.advisor_alerts x set status = 'queued', claimed_at = now()
+    from picked where x.id = picked.id
     returning x.*
   )
   select coalesce(jsonb_agg(jsonb_build_object(
@@ -81,7 +87,7 @@ declare
 begin
   foreach f in array array[
     'public.record_advisor_alert(uuid, text, text, text, text, text, integer, text, timestamptz)',
-    'public.claim_due_alerts(integer)',
+    'public.claim_due_alerts(integer, interval)',
     'public.finish_advisor_alert(uuid, text, text, text, integer, text)'
   ] loop
     execute format('revoke all on function %s from public, anon, authenticated', f);

@@ -8,6 +8,7 @@ import itertools
 import threading
 from datetime import UTC, datetime
 from typing import Any
+from unittest.mock import ANY
 
 import psycopg
 import pytest
@@ -175,14 +176,33 @@ def test_a_handoff_after_hours_says_when_a_person_is_back_and_alerts_at_opening(
     assert flagged == {"needs_human": True}
     db.execute("update advisor_alerts set send_after = now() - interval '1 minute'"
                " where advisor_id = %s", (advisor["id"],))  # fmt: skip
-    report = CleanupClient().run()
-    assert report["advisor_alerts"] == {
-        "claimed": 1,
-        "sent": 1,
-        "ms": report["advisor_alerts"]["ms"],
-    }
+    assert CleanupClient().run()["advisor_alerts"] == {"claimed": 1, "sent": 1, "ms": ANY}
     [sent] = twilio_api.bodies(advisor["phone_number"])
     assert "Pide cotización de 3 mesas." in sent
+    assert CleanupClient().run()["advisor_alerts"]["claimed"] == 0  # sent once
+
+
+@pytest.mark.own_database
+def test_an_alert_a_dead_sweep_claimed_is_sent_by_a_later_run(
+    make_services: Any, advisor: dict[str, Any], db: psycopg.Connection[Any],
+    twilio_api: TwilioApi,
+) -> None:  # fmt: skip
+    """A run claimed the due alert (status queued), then died before sending it: once the
+    claim is older than two cleanup budgets, the next run sends it."""
+    make_services()
+    f.ingest(db, advisor["id"], advisor["phone_number"], "hola", permitted=False)  # window open
+    conversation = f.ingest(db, advisor["id"], f.phone("+57348"), "hola", permitted=False)
+    db.execute(
+        "select record_advisor_alert(%s, 'quiere precios', 'Pide precios.', 'none', null,"
+        " 'scheduled', null, null, now() - interval '1 hour')", (conversation["conversation_id"],),
+    )  # fmt: skip
+    db.execute("select claim_due_alerts(10)")  # the run that died
+    assert CleanupClient().run()["advisor_alerts"]["claimed"] == 0  # a fresh claim is left alone
+    db.execute("update advisor_alerts set claimed_at = now() - interval '1 hour'"
+               " where advisor_id = %s", (advisor["id"],))  # fmt: skip
+    assert CleanupClient().run()["advisor_alerts"] == {"claimed": 1, "sent": 1, "ms": ANY}
+    [sent] = twilio_api.bodies(advisor["phone_number"])
+    assert "Pide precios." in sent
 
 
 # -- 4. prompts the provider can cache ---------------------------------------------------------
