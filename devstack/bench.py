@@ -541,7 +541,7 @@ def _socket_of(database_url: str) -> tuple[str, int, Path | None]:
 def run(config: Config, output: Path | None) -> dict[str, Any]:
     for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
         os.environ.pop(key, None)  # instant local stand-in for the model
-    ports = Ports(**{name: functions.free_port() for name in Ports.__dataclass_fields__})
+    ports = Ports.free()
     report: dict[str, Any] = {
         "config": config,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),

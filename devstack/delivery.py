@@ -1,7 +1,9 @@
 """Outbound delivery on a bad Twilio day: N customers each write once, the AI answers each, and
 Twilio fails a share of the sends at random (429, 500, or accepts the message but answers after
 our client timed out); status callbacks arrive as Twilio sends them; then a few cleanup runs
-(Twilio still failing). Prints where every reply ended and how many customers got one twice.
+(Twilio still failing). Between runs, time passes by moving the outbound rows' timestamps an
+hour back (past any backoff), not by waiting. Prints where every reply ended and how many
+customers got one twice.
 
     python -m devstack.delivery [--messages 1000] [--failure-rate 0.3] [--cleanup-runs 3]
                                 [--callback-loss 0.5]
@@ -29,14 +31,14 @@ from typing import Any
 import psycopg
 import requests
 
-from devstack import functions
 from devstack.bench import ADVISOR_NUMBERS
 from devstack.simulate import inbound_form, post_signed
 from devstack.stack import Ports, Stack
+from shared.config import Settings
 from shared.whatsapp import RETRYABLE_CODES
 
 TWILIO_TIMEOUT = 1.0
-BACKOFF = 1
+MAX_ATTEMPTS = int(Settings.model_fields["resend_max_attempts"].default)
 
 
 def run(
@@ -45,17 +47,18 @@ def run(
     cleanup_runs: int,
     callback_loss: float = 0.0,
     seed: int = 11,
+    settle_seconds: float = 0.0,
 ) -> dict[str, Any]:
+    """`settle_seconds`: a pause before counting, so the last status callbacks land (only the
+    split between delivered and accepted-without-report depends on it)."""
     rng = random.Random(seed)
     overrides = {
         "BURST_WAIT_SECONDS": "0",
         "TWILIO_TIMEOUT_SECONDS": str(TWILIO_TIMEOUT),
-        "RECOVERY_MIN_AGE_SECONDS": "1",
-        "RESEND_BACKOFF_SECONDS": str(BACKOFF),
         "RATE_LIMIT_ADVISOR_PER_MINUTE": "100000",
     }
     with tempfile.TemporaryDirectory(prefix="delivery-") as tmp:
-        ports = Ports(**{name: functions.free_port() for name in Ports.__dataclass_fields__})
+        ports = Ports.free()
         with Stack(Path(tmp), ports, overrides=overrides, fresh_database=True) as stack:
             assert stack.twilio is not None
             stack.twilio.chaos(
@@ -78,15 +81,14 @@ def run(
             with ThreadPoolExecutor(16) as pool:
                 http = Counter(pool.map(deliver, forms))
             sweeps = []
-            for n in range(cleanup_runs):
-                # Past the backoff of the attempts made so far; the callbacks of sends land.
-                time.sleep(BACKOFF * 2**n + TWILIO_TIMEOUT * 2)
+            for _ in range(cleanup_runs):
+                _an_hour_passes(env["DATABASE_ADMIN_URL"])
                 report = requests.post(
                     env["CLEANUP_URL"], headers={"Authorization": f"Bearer {env['CLEANUP_TOKEN']}"},
                     timeout=600,
                 ).json()  # fmt: skip
                 sweeps.append(report["recovery"])
-            time.sleep(TWILIO_TIMEOUT * 2)  # the last callbacks
+            time.sleep(settle_seconds)
             with psycopg.connect(env["DATABASE_ADMIN_URL"]) as conn:
                 ended = _ended(conn, customers)
             per_customer = Counter(m["to"] for m in stack.twilio.messages)
@@ -105,6 +107,17 @@ def run(
             }
 
 
+def _an_hour_passes(admin_url: str) -> None:
+    """Outbound rows look an hour older: past the recovery's minimum age and any backoff."""
+    with psycopg.connect(admin_url, autocommit=True) as conn, conn.transaction():
+        conn.execute("alter table public.messages disable trigger user")
+        conn.execute(
+            "update public.messages set updated_at = updated_at - interval '1 hour'"
+            " where direction = 'outbound'"
+        )
+        conn.execute("alter table public.messages enable trigger user")
+
+
 def _ended(conn: psycopg.Connection[Any], customers: list[str]) -> dict[str, int]:
     rows = conn.execute(
         """
@@ -121,7 +134,9 @@ def _ended(conn: psycopg.Connection[Any], customers: list[str]) -> dict[str, int
         elif has_sid and status in ("queued", "sending"):
             ended["accepted_no_report"] += 1
         elif status in ("queued", "sending") or (
-            status == "failed" and (code is None or code in RETRYABLE_CODES) and attempts < 5
+            status == "failed"
+            and (code is None or code in RETRYABLE_CODES)
+            and attempts < MAX_ATTEMPTS
         ):
             ended["pending"] += 1
         else:
@@ -136,7 +151,9 @@ def main() -> None:
     parser.add_argument("--cleanup-runs", type=int, default=3)
     parser.add_argument("--callback-loss", type=float, default=0.0)
     args = parser.parse_args()
-    report = run(args.messages, args.failure_rate, args.cleanup_runs, args.callback_loss)
+    report = run(
+        args.messages, args.failure_rate, args.cleanup_runs, args.callback_loss, settle_seconds=2
+    )
     print(json.dumps(report, indent=2))
 
 

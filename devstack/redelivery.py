@@ -30,7 +30,7 @@ from devstack.stack import Ports, Stack
 def run(messages: int, redeliver: float, processes: int, seed: int = 7) -> dict[str, Any]:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="redelivery-") as tmp:
-        ports = Ports(**{name: functions.free_port() for name in Ports.__dataclass_fields__})
+        ports = Ports.free()
         overrides = {"BURST_WAIT_SECONDS": "0", "RECOVERY_MIN_AGE_SECONDS": "1"}
         with Stack(Path(tmp), ports, overrides=overrides, fresh_database=True) as stack:
             extra = []

@@ -42,6 +42,11 @@ class Ports:
     upstash: int = 8079
 
     @classmethod
+    def free(cls) -> Ports:
+        """Ports nobody listens on now: for a second stack beside the developer's."""
+        return cls(**{name: functions.free_port() for name in cls.__dataclass_fields__})
+
+    @classmethod
     def from_env(cls) -> Ports:
         ports = cls()
         for name in ports.__dataclass_fields__:
