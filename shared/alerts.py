@@ -29,6 +29,7 @@ def alert_advisor(
     conversation_id: str,
     reason: str,
     summary: str | None,
+    hours: BusinessHours | None,
     now: datetime,
 ) -> str:
     """Alert now, schedule for the next opening, or record why not; returns the status."""
@@ -36,7 +37,6 @@ def alert_advisor(
     enabled = settings.get("notify_on_handoff", services.settings.notify_advisor_on_handoff)
     if not (enabled and advisor.phone_number):
         return "disabled"
-    hours = BusinessHours.from_settings(settings)
     if hours and not hours.alerts_any_time and not hours.is_open(now):
         opening = hours.next_opening(now)
         if opening is not None:

@@ -339,7 +339,7 @@ def _answer(
     if action == "handoff" and handoff:
         alert_advisor(
             services, advisor, customer_phone, conversation_id, str(handoff["reason"]),
-            handoff.get("summary"), services.clock(),
+            handoff.get("summary"), hours, now,
         )  # fmt: skip
     log.info("turn answered", action=action, conversation_id=conversation_id,
              latency_ms=ai_run.get("latency_ms"))  # fmt: skip

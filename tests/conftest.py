@@ -483,3 +483,23 @@ def backdate(
         db.execute(f"alter table {table} disable trigger user")
         db.execute(f"update {table} set {sets} where {where}", params)
         db.execute(f"alter table {table} enable trigger user")
+
+
+class SendClient:
+    """Posts to the send function served by functions-framework."""
+
+    def __init__(self) -> None:
+        self.client = functions_framework.create_app(
+            target="send", source=str(SEND_SOURCE)
+        ).test_client()
+
+    def post(self, payload: Any, token: str | None = None, **headers: str) -> Any:
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.client.post("/messages", json=payload, headers=headers)
+
+
+@pytest.fixture
+def send(make_services: Any) -> SendClient:
+    make_services()
+    return SendClient()

@@ -109,25 +109,26 @@ def send(request: Request) -> Response:
         capture(exc)
         return _json(503, {"error": "unavailable", "detail": "try again shortly"}, allowed)
 
-    services = get_services
     if name == "read":
-        return _answer(lambda: mark_read(services(), claims, UUID(match[1])), allowed)
+        return _answer(lambda: mark_read(get_services(), claims, UUID(match[1])), allowed)
     if name == "knowledge_item":
-        return _answer(lambda: knowledge.delete_source(services(), claims, UUID(match[1])), allowed)
+        return _answer(
+            lambda: knowledge.delete_source(get_services(), claims, UUID(match[1])), allowed
+        )
     if name == "knowledge" and request.method == "GET":
-        return _answer(lambda: knowledge.list_sources(services(), claims), allowed)
+        return _answer(lambda: knowledge.list_sources(get_services(), claims), allowed)
     if (request.content_length or 0) > MAX_BODY_BYTES:
         return _json(413, {"error": "too_large", "detail": "request body too large"}, allowed)
     if name == "knowledge":
         upload = _body(request, knowledge.KnowledgeUpload)
         if isinstance(upload, tuple):
             return _json(upload[0], upload[1], allowed)
-        return _answer(lambda: knowledge.upload(services(), claims, upload), allowed)
+        return _answer(lambda: knowledge.upload(get_services(), claims, upload), allowed)
     message = _body(request, SendRequest)
     if isinstance(message, tuple):
         return _json(message[0], message[1], allowed)
     key = (request.headers.get("Idempotency-Key") or "").strip()[:255] or None
-    return _answer(lambda: send_advisor_message(services(), claims, message, key), allowed)
+    return _answer(lambda: send_advisor_message(get_services(), claims, message, key), allowed)
 
 
 def _body(request: Request, model: type[Model]) -> Model | tuple[int, dict[str, Any]]:

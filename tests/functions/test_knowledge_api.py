@@ -11,8 +11,7 @@ import pytest
 from devstack.fake_openai import FakeOpenAI
 from shared.knowledge import MAX_CHUNKS, MAX_CONTENT_CHARS
 from tests import factories as f
-from tests.conftest import WebhookClient, mint_token
-from tests.functions.test_send import SendClient
+from tests.conftest import SendClient, WebhookClient, mint_token
 
 pytestmark = pytest.mark.usefixtures("twilio_api")
 FAQ_CSV = (
@@ -20,12 +19,6 @@ FAQ_CSV = (
     "¿Cuánto cuesta el plan empresarial?,El plan empresarial cuesta 50.000 pesos al mes.\n"
     "¿Hacen envíos a Medellín?,Sí: Medellín y Cali en dos días hábiles.\n"
 )
-
-
-@pytest.fixture
-def send(make_services: Any) -> SendClient:
-    make_services()
-    return SendClient()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import functions_framework
 import psycopg
 import pytest
 import requests
@@ -22,32 +21,14 @@ from tests.conftest import (
     AUTH_TOKEN,
     DASHBOARD_ORIGIN,
     PUBLIC_URL,
-    SEND_SOURCE,
     Jwks,
+    SendClient,
     TwilioApi,
     eventually,
     mint_token,
 )
 
 pytestmark = pytest.mark.usefixtures("twilio_api")
-
-
-class SendClient:
-    def __init__(self) -> None:
-        self.client = functions_framework.create_app(
-            target="send", source=str(SEND_SOURCE)
-        ).test_client()
-
-    def post(self, payload: Any, token: str | None = None, **headers: str) -> Any:
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        return self.client.post("/messages", json=payload, headers=headers)
-
-
-@pytest.fixture
-def send(make_services: Any) -> SendClient:
-    make_services()
-    return SendClient()
 
 
 @pytest.fixture
