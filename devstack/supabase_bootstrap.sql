@@ -66,8 +66,9 @@ alter default privileges for role postgres in schema public
 
 create schema if not exists extensions authorization postgres;
 grant usage on schema extensions to anon, authenticated, service_role;
--- On Supabase, `postgres` may create schemas and trusted extensions (unaccent, pg_trgm, …) in
--- its database: it holds CREATE on it.
+-- On Supabase, `postgres` enables the offered extensions itself (`create extension unaccent
+-- with schema extensions`; supautils allows it without superuser). Here the narrowest
+-- equivalent is CREATE on the database, which lets it create trusted extensions only.
 do $$
 begin
   execute format('grant create on database %I to postgres', current_database());
