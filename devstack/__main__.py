@@ -1,6 +1,7 @@
 """`make dev`: run the whole system locally until Ctrl-C.
 
-Ports come from DEV_<NAME>_PORT (WEBHOOK, SEND, CLEANUP, TWILIO, OPENAI, UPSTASH); state lives
+Ports come from DEV_<NAME>_PORT (WEBHOOK, SEND, CLEANUP, TWILIO, OPENAI, UPSTASH, CONSOLE,
+SUPABASE); state lives
 in DEV_DIR (default .dev/): the embedded Postgres and Redis data, function logs, and `env`.
 """
 
@@ -40,7 +41,13 @@ def main() -> int:
             print(f"database: {env['DATABASE_ADMIN_URL']}")
             print(
                 f"ready webhook={env['WEBHOOK_URL']} send={env['SEND_URL']} cleanup={env['CLEANUP_URL']}"
-                f" twilio={env['TWILIO_EMULATOR_URL']} upstash={env['UPSTASH_REDIS_REST_URL']}",
+                f" twilio={env['TWILIO_EMULATOR_URL']} upstash={env['UPSTASH_REDIS_REST_URL']}"
+                f" supabase={env['SUPABASE_URL']} console={env['CONSOLE_URL']}",
+                flush=True,
+            )
+            print(
+                f"advisor console: {env['CONSOLE_URL']} (maria@demo.local, carlos@demo.local or"
+                " admin@demo.local; password dev-password)",
                 flush=True,
             )
             print("try it: make demo   (Ctrl-C stops everything)", flush=True)

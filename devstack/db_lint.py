@@ -7,7 +7,8 @@ Rules (each finding names the object and the rule):
 - dangerous_privilege: an API role holds TRIGGER, TRUNCATE, REFERENCES or MAINTAIN on a table
   in public (they act outside row-level security).
 - function_exposed: a function in public or private that anon, authenticated or PUBLIC may
-  execute, other than the visibility helpers the policies call.
+  execute, other than the visibility helpers the policies call and the console's
+  security-invoker reads.
 - security_definer_exposed: a security-definer function in public (the schema the Data API
   serves) that anon, authenticated or PUBLIC may execute.
 - mutable_search_path: a function in public or private without a fixed search_path.
@@ -34,6 +35,12 @@ POLICY_HELPERS = frozenset(
         "private.admin_tenant_ids()",
         "private.may_read_knowledge(uuid,uuid)",
     }
+)
+
+# Called by the console through the Data API (regprocedure omits the schema on the search
+# path); security invoker, so RLS decides what they read.
+CONSOLE_FUNCTIONS = frozenset(
+    {"advisor_metrics(timestamp with time zone,timestamp with time zone)"}
 )
 
 _TABLES = """
@@ -82,7 +89,7 @@ def lint(conn: psycopg.Connection[Any]) -> list[str]:
     for name, schema, definer, fixed_path, exposed in cur.execute(_FUNCTIONS):
         if not fixed_path:
             findings.append(f"mutable_search_path: {name}")
-        if exposed and name not in POLICY_HELPERS:
+        if exposed and name not in POLICY_HELPERS | CONSOLE_FUNCTIONS:
             findings.append(f"function_exposed: {name}")
         if exposed and definer and schema == "public":
             findings.append(f"security_definer_exposed: {name}")

@@ -137,3 +137,11 @@ def ensure_login_role(admin_url: str, role: str, member_of: str, password: str) 
                 sql.Identifier(role), sql.Literal(FUNCTIONS_STATEMENT_TIMEOUT)
             )
         )
+
+
+def set_password(conninfo: str, role: str, password: str) -> None:
+    """Give an existing login role a password (the stand-ins log in as Supabase's roles)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("alter role {} password {}").format(sql.Identifier(role), sql.Literal(password))
+        )

@@ -14,9 +14,11 @@ from types import TracebackType
 import requests
 
 from devstack import functions, postgres, redis_server
+from devstack.console import ConsoleServer, config_js
 from devstack.fake_openai import FakeOpenAI
 from devstack.migrations import prepare_database
 from devstack.twilio_emulator import TwilioEmulator
+from devstack.supabase_api.server import SupabaseStandIn
 from devstack.upstash_bridge import UpstashBridge
 
 DEV_ACCOUNT_SID = "AC00000000000000000000000000000001"
@@ -40,6 +42,8 @@ class Ports:
     twilio: int = 8084
     openai: int = 8085
     upstash: int = 8079
+    console: int = 8086
+    supabase: int = 8087
 
     @classmethod
     def free(cls) -> Ports:
@@ -69,6 +73,8 @@ class Stack:
     twilio: TwilioEmulator | None = None
     bridge: UpstashBridge | None = None
     model: FakeOpenAI | None = None
+    supabase: SupabaseStandIn | None = None
+    console: ConsoleServer | None = None
     offline_model: bool = False
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _exit: ExitStack = field(default_factory=ExitStack)
@@ -137,7 +143,11 @@ class Stack:
             "OPENAI_BASE_URL": openai_base,
             "SUPABASE_JWT_SECRET": DEV_JWT_SECRET,
             "CLEANUP_TOKEN": DEV_CLEANUP_TOKEN,
-            "DASHBOARD_ORIGINS": "http://localhost:3000,http://127.0.0.1:3000",
+            "DASHBOARD_ORIGINS": ",".join(
+                f"http://{host}:{port}"
+                for port in (3000, self.ports.console)
+                for host in ("localhost", "127.0.0.1")
+            ),
             "SENTRY_DSN": "",
             **self.overrides,
         }
@@ -152,7 +162,31 @@ class Stack:
         for name, process in self.processes.items():
             functions.wait_until_listening(getattr(self.ports, name), process)
         requests.get(webhook_url + "/health", timeout=5).raise_for_status()
+        self._console()
         self._write_env()
+
+    def _console(self) -> None:
+        """The Supabase API stand-in and the console. Their settings go to `.dev/env`, not to
+        the functions: those keep verifying tokens with the JWT secret and store no media."""
+        postgres.set_password(self.database_url, "authenticator", DEV_DB_PASSWORD)
+        api_url = postgres.with_params(
+            self.database_url, user="authenticator", password=DEV_DB_PASSWORD
+        )
+        self.supabase = SupabaseStandIn(
+            self.database_url, api_url, DEV_JWT_SECRET, self.dev_dir / "storage",
+            port=self.ports.supabase,
+        ).start()  # fmt: skip
+        self._exit.callback(self.supabase.stop)
+        functions_url = f"http://127.0.0.1:{self.ports.send}"
+        config = config_js(self.supabase.url, self.supabase.anon_key, functions_url)
+        self.console = ConsoleServer(config, port=self.ports.console)
+        self.console.start()
+        self._exit.callback(self.console.stop)
+        self.env |= {
+            "CONSOLE_URL": f"http://127.0.0.1:{self.ports.console}",
+            "SUPABASE_URL": self.supabase.url,
+            "SUPABASE_ANON_KEY": self.supabase.anon_key,
+        }
 
     def _postgres(self) -> str:
         """Start (or reuse) Postgres and prepare the database; return the admin URL."""

@@ -17,7 +17,7 @@ from tests.conftest import as_user
 # Everything an API role may do with each table (table-level privileges; UPDATE/INSERT with
 # their columns). Anything else found in the catalog fails the test.
 GRANTS: dict[str, dict[str, set[str]]] = {
-    "tenants": {"authenticated": {"SELECT", "UPDATE(name,retention_days)"}},
+    "tenants": {"authenticated": {"SELECT", "UPDATE(name,retention_days,settings)"}},
     "tenant_members": {
         "authenticated": {"SELECT", "INSERT(role,tenant_id,user_id)", "UPDATE(role)", "DELETE"}
     },
