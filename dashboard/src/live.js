@@ -1,6 +1,6 @@
 // Live updates: one private Realtime channel per advisor the user follows (the database
 // broadcasts every message and conversation change there). The connection is watched; after
-// any drop, `onReconnect` runs so the page refetches what changed while it was away.
+// any drop, `onOnline(true)` runs again so the page refetches what changed while it was away.
 import { supabase } from "./api.js";
 
 const WATCH_MS = 500;
@@ -13,13 +13,12 @@ export function follow(advisorIds, accessToken, { onChange, onOnline }) {
       .on("broadcast", { event: "*" }, ({ payload }) => onChange(payload))
       .subscribe(),
   );
-  let online = null;
+  let online = false;
   const watch = setInterval(() => {
     const now = supabase.realtime.isConnected() && channels.every((c) => c.state === "joined");
     if (now !== online) {
-      const wasOffline = online === false;
       online = now;
-      onOnline(now, wasOffline);
+      onOnline(now);
     }
   }, WATCH_MS);
   return () => {

@@ -16,15 +16,17 @@ const state = {
   search: "",
   advisorFilter: "",
   lastSeen: null, // the newest updated_at this page has seen: the catch-up starts there
-  online: true,
+  online: false, // until every channel is joined: the indicator shows the page is not live yet
   error: null,
   draft: "", // the composer's text survives re-renders (a broadcast may arrive while typing)
   pendingSend: null, // { key, content }: a send to retry with the same Idempotency-Key
   unfollow: null,
 };
 
+// Timestamps arrive in the offset of whichever database session wrote them: compare instants.
 function seen(iso) {
-  if (iso && (!state.lastSeen || iso > state.lastSeen)) state.lastSeen = iso;
+  const at = iso ? Date.parse(iso) : NaN;
+  if (!Number.isNaN(at) && (state.lastSeen === null || at > state.lastSeen)) state.lastSeen = at;
 }
 
 function newKey() {
@@ -131,12 +133,15 @@ function applyChange(change) {
   render();
 }
 
-// After a drop, fetch what changed since the newest row this page saw.
-async function setOnline(online, reconnected) {
+// Every time the channels are (re)joined, fetch what changed since the newest row this page
+// saw: after a drop, and also after the first join (rows written between the first fetch and
+// the subscription).
+async function setOnline(online) {
   state.online = online;
   render();
-  if (!online || !reconnected) return;
-  const since = state.lastSeen;
+  if (!online) return;
+  // Millisecond precision rounds down: a row seen twice is merged by id, never lost.
+  const since = state.lastSeen === null ? null : new Date(state.lastSeen).toISOString();
   const conversations = await api.listConversations({ advisorIds: followedIds(), search: state.search, since });
   conversations.forEach((c) => applyChange({ table: "conversations", record: c }));
   if (state.selected) {

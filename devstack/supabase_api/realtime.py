@@ -38,7 +38,7 @@ class Channel:
     joined_at: datetime
 
 
-@dataclass
+@dataclass(eq=False)  # one per connection, kept in a set by identity
 class Socket:
     ws: web.WebSocketResponse
     token: str | None

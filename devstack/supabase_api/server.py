@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import psycopg
 from aiohttp import web
 from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from devstack.supabase_api import rest, storage
@@ -166,14 +168,14 @@ class SupabaseStandIn:
     # Auth ---------------------------------------------------------------------------------------
     async def _load_user(self, column: str, value: str) -> dict[str, Any] | None:
         async with self.admin.connection() as conn:
-            conn.row_factory = psycopg.rows.dict_row  # type: ignore[assignment]
-            cursor = await conn.execute(
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
                 sql.SQL("select {} from auth.users where {} = %s").format(
                     sql.SQL(USER_COLUMNS), sql.Identifier(column)
                 ),
                 (value,),
             )
-            return await cursor.fetchone()  # type: ignore[return-value]
+            return await cursor.fetchone()
 
     async def _token(self, request: web.Request) -> web.Response:
         grant = request.query.get("grant_type")
@@ -340,7 +342,7 @@ class SupabaseStandIn:
                 "insert into storage.objects (bucket_id, name, metadata) values (%s, %s, %s)"
                 " on conflict (bucket_id, name) do update set metadata = excluded.metadata,"
                 " updated_at = now() returning id::text",
-                (bucket, name, psycopg.types.json.Jsonb({"mimetype": mimetype, "size": len(data)})),
+                (bucket, name, Jsonb({"mimetype": mimetype, "size": len(data)})),
             )
             (object_id,) = await cursor.fetchone()  # type: ignore[misc]
         return web.json_response({"Key": f"{bucket}/{name}", "Id": object_id})

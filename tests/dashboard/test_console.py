@@ -1,0 +1,156 @@
+"""The advisor console in a real browser, through the UI only (issue scenarios)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from playwright.sync_api import expect
+
+from devstack.stack import Stack
+from tests.conftest import eventually
+from tests.dashboard.conftest import (
+    CARLOS_NUMBER,
+    MARIA_NUMBER,
+    conversation_item,
+    customer_writes,
+    sent_to,
+)
+
+_numbers = itertools.count(1)
+
+
+def new_customer() -> str:
+    return f"+5731555{next(_numbers):05d}"
+
+
+def test_maria_sees_only_her_conversations_and_new_messages_arrive_live(
+    stack: Stack, open_console: Any
+) -> None:
+    hers, his = new_customer(), new_customer()
+    customer_writes(stack, hers, MARIA_NUMBER, "Hola, ¿cuál es el horario?")
+    customer_writes(stack, his, CARLOS_NUMBER, "Hola Carlos")
+
+    page = open_console("maria@demo.local")
+    expect(conversation_item(page, hers)).to_have_count(1)
+    expect(conversation_item(page, his)).to_have_count(0)
+
+    # A new customer writes while she watches: it appears without a reload.
+    newcomer = new_customer()
+    customer_writes(stack, newcomer, MARIA_NUMBER, "Buenas, ¿hacen envíos a Medellín?")
+    item = conversation_item(page, newcomer)
+    expect(item).to_have_count(1)
+    expect(item.get_by_test_id("conversation-state")).to_have_attribute("data-state", "ai")
+    item.click()
+    messages = page.get_by_test_id("message")
+    expect(messages.filter(has_text="envíos a Medellín")).to_have_attribute("data-author", "customer")
+    expect(page.locator('[data-testid="message"][data-author="ai"]')).to_have_count(1)
+
+
+def test_takeover_answer_and_return_to_the_ai(stack: Stack, open_console: Any) -> None:
+    customer = new_customer()
+    customer_writes(stack, customer, MARIA_NUMBER, "Hola, quiero hablar con María")
+    assert len(sent_to(stack, customer)) == 1  # the AI answered
+
+    page = open_console("maria@demo.local")
+    conversation_item(page, customer).click()
+    page.get_by_test_id("takeover-button").click()
+    state = page.get_by_test_id("conversation").get_by_test_id("conversation-state")
+    expect(state).to_have_attribute("data-state", "human")
+
+    # Paused: the next customer message is stored and shown, and the AI stays quiet.
+    customer_writes(stack, customer, MARIA_NUMBER, "¿Sigues ahí?")
+    expect(page.get_by_test_id("message").filter(has_text="¿Sigues ahí?")).to_have_count(1)
+    assert len(sent_to(stack, customer)) == 1
+
+    # She answers: the customer receives it from her WhatsApp number.
+    page.get_by_test_id("composer").fill("Hola, soy María. Te ayudo ahora mismo.")
+    page.get_by_test_id("send-button").click()
+    own = page.locator('[data-testid="message"][data-author="advisor"]')
+    expect(own.filter(has_text="soy María")).to_have_count(1)
+    sent = eventually(lambda: [m for m in sent_to(stack, customer) if "soy María" in m["body"]],
+                      what="María's message at Twilio")  # fmt: skip
+    assert sent[0]["from"] == f"whatsapp:{MARIA_NUMBER}"
+    assert len(sent) == 1
+    # The delivery callbacks come back as ticks.
+    expect(own).to_have_attribute("data-status", "read")
+
+    # Back to the AI: the next customer message is answered by it again.
+    page.get_by_test_id("resume-ai-button").click()
+    expect(state).to_have_attribute("data-state", "ai")
+    customer_writes(stack, customer, MARIA_NUMBER, "¿Cuál es el horario de atención?")
+    assert len(sent_to(stack, customer)) == 3
+    expect(page.locator('[data-testid="message"][data-author="ai"]')).to_have_count(2)
+
+
+def test_carlos_cannot_see_marias_conversations(stack: Stack, open_console: Any) -> None:
+    hers, his = new_customer(), new_customer()
+    customer_writes(stack, hers, MARIA_NUMBER, "Hola María")
+    customer_writes(stack, his, CARLOS_NUMBER, "Hola Carlos")
+    page = open_console("carlos@demo.local")
+    expect(conversation_item(page, his)).to_have_count(1)
+    expect(conversation_item(page, hers)).to_have_count(0)
+    # Not even by searching for her customer's number.
+    page.get_by_test_id("search").fill(hers)
+    page.get_by_test_id("search").press("Enter")
+    expect(page.get_by_test_id("conversation-item")).to_have_count(0)
+
+
+def test_admin_sees_both_advisors_and_the_metrics(stack: Stack, open_console: Any) -> None:
+    hers, his = new_customer(), new_customer()
+    customer_writes(stack, hers, MARIA_NUMBER, "Hola María")
+    customer_writes(stack, his, CARLOS_NUMBER, "Hola Carlos")
+    page = open_console("admin@demo.local")
+    expect(conversation_item(page, hers)).to_have_count(1)
+    expect(conversation_item(page, his)).to_have_count(1)
+
+    page.get_by_test_id("advisor-filter").select_option(label="Carlos Rodríguez")
+    expect(conversation_item(page, hers)).to_have_count(0)
+    expect(conversation_item(page, his)).to_have_count(1)
+
+    page.get_by_test_id("metrics-tab").click()
+    today = page.get_by_test_id("metrics-panel").get_by_test_id("metrics-today")
+    for name in ("María González", "Carlos Rodríguez"):
+        row = today.locator("tr", has_text=name)
+        expect(row).to_have_count(1)
+        inbound = row.locator('[data-metric="inbound_messages"]').inner_text()
+        assert int(inbound) >= 1, (name, inbound)
+
+
+def test_advisor_metrics_show_only_her_own_row(stack: Stack, open_console: Any) -> None:
+    page = open_console("maria@demo.local")
+    page.get_by_test_id("metrics-tab").click()
+    rows = page.get_by_test_id("metrics-week").locator("tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text("María González")
+
+
+def test_after_a_dropped_connection_the_missed_message_is_on_screen(
+    stack: Stack, open_console: Any
+) -> None:
+    customer = new_customer()
+    customer_writes(stack, customer, MARIA_NUMBER, "Primer mensaje")
+    page = open_console("maria@demo.local")
+    conversation_item(page, customer).click()
+    expect(page.get_by_test_id("message").filter(has_text="Primer mensaje")).to_have_count(1)
+
+    assert stack.supabase is not None
+    stack.supabase.drop_realtime(accept_new=False)  # the laptop sleeps
+    expect(page.get_by_test_id("offline-indicator")).to_be_visible()
+    customer_writes(stack, customer, MARIA_NUMBER, "Mensaje mientras dormía")
+    stack.supabase.drop_realtime(accept_new=True)  # it wakes up
+
+    expect(page.get_by_test_id("offline-indicator")).to_have_count(0, timeout=30_000)
+    expect(page.get_by_test_id("message").filter(has_text="mientras dormía")).to_have_count(1)
+    expect(page.locator('[data-testid="message"][data-author="ai"]')).to_have_count(2)
+
+
+def test_phone_sized_screen_shows_the_list_then_the_conversation(
+    stack: Stack, open_console: Any
+) -> None:
+    customer = new_customer()
+    customer_writes(stack, customer, MARIA_NUMBER, "Hola desde el celular")
+    page = open_console("maria@demo.local", viewport={"width": 390, "height": 844})
+    conversation_item(page, customer).click()
+    expect(page.get_by_test_id("composer")).to_be_visible()
+    expect(conversation_item(page, customer)).to_be_hidden()
