@@ -14,7 +14,11 @@ DIST = Path(__file__).resolve().parent.parent / "dashboard" / "dist"
 
 def config_js(supabase_url: str, anon_key: str, functions_url: str) -> str:
     """The console's deploy-time settings (cloudbuild.yaml writes the same shape)."""
-    config = {"supabaseUrl": supabase_url, "supabaseAnonKey": anon_key, "functionsUrl": functions_url}
+    config = {
+        "supabaseUrl": supabase_url,
+        "supabaseAnonKey": anon_key,
+        "functionsUrl": functions_url,
+    }
     return f"window.CONSOLE_CONFIG = {json.dumps(config)};\n"
 
 
@@ -32,7 +36,9 @@ class ConsoleServer(LocalServer):
         path = (self.dist / name).resolve()
         if not path.is_relative_to(self.dist) or not path.is_file():
             if not (self.dist / "index.html").is_file():
-                return Response(503, "console not built: run `make console`", content_type="text/plain")
+                return Response(
+                    503, "console not built: run `make console`", content_type="text/plain"
+                )
             path = self.dist / "index.html"  # one page: every route is the app
         kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return Response(200, path.read_bytes(), {"Cache-Control": "no-cache"}, kind)

@@ -17,8 +17,8 @@ from devstack import functions, postgres, redis_server
 from devstack.console import ConsoleServer, config_js
 from devstack.fake_openai import FakeOpenAI
 from devstack.migrations import prepare_database
-from devstack.twilio_emulator import TwilioEmulator
 from devstack.supabase_api.server import SupabaseStandIn
+from devstack.twilio_emulator import TwilioEmulator
 from devstack.upstash_bridge import UpstashBridge
 
 DEV_ACCOUNT_SID = "AC00000000000000000000000000000001"

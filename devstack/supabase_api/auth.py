@@ -118,7 +118,9 @@ class Sessions:
         with self._lock:
             found = self._refresh.pop(refresh_token, None)
         if found is None:
-            raise AuthFailure(400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found")
+            raise AuthFailure(
+                400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found"
+            )
         return found
 
     def sign_out(self, session_id: str) -> None:
@@ -138,7 +140,9 @@ class Sessions:
         except jwt.ExpiredSignatureError:
             raise AuthFailure(401, "bad_jwt", "invalid JWT: token is expired") from None
         except jwt.PyJWTError:
-            raise AuthFailure(401, "bad_jwt", "invalid JWT: unable to parse or verify signature") from None
+            raise AuthFailure(
+                401, "bad_jwt", "invalid JWT: unable to parse or verify signature"
+            ) from None
         if claims.get("role") not in ("anon", "authenticated", "service_role"):
             raise AuthFailure(401, "bad_jwt", "invalid JWT: unknown role")
         return claims

@@ -182,19 +182,21 @@ def _order(order: str) -> sql.Composable:
     return sql.SQL(" order by ") + sql.SQL(", ").join(terms)
 
 
-def select_statement(q: Query) -> sql.Composable:
-    limit = sql.SQL(" limit {}").format(sql.Literal(q.limit)) if q.limit is not None else sql.SQL("")
+def select_statement(q: Query) -> sql.Composed:
+    limit = (
+        sql.SQL(" limit {}").format(sql.Literal(q.limit)) if q.limit is not None else sql.SQL("")
+    )
     return sql.SQL(
         "select coalesce(json_agg(t), '[]'::json) from (select {} from public.{} where {}{}{}"
         " offset {}) t"
     ).format(q.columns, identifier(q.table), q.where, q.order, limit, sql.Literal(q.offset))
 
 
-def count_statement(q: Query) -> sql.Composable:
+def count_statement(q: Query) -> sql.Composed:
     return sql.SQL("select count(*) from public.{} where {}").format(identifier(q.table), q.where)
 
 
-def update_statement(q: Query, changes: dict[str, Any]) -> tuple[sql.Composable, list[Any]]:
+def update_statement(q: Query, changes: dict[str, Any]) -> tuple[sql.Composed, list[Any]]:
     if not isinstance(changes, dict) or not changes:
         raise QueryError(400, "PGRST102", "Empty or invalid json")
     assignments = sql.SQL(", ").join(

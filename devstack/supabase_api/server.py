@@ -79,8 +79,12 @@ class SupabaseStandIn:
 
     async def _start(self) -> None:
         kwargs: dict[str, Any] = {"autocommit": True}
-        self.admin = AsyncConnectionPool(self.admin_url, min_size=1, max_size=4, kwargs=kwargs, open=False)
-        self.api = AsyncConnectionPool(self.api_url, min_size=1, max_size=8, kwargs=kwargs, open=False)
+        self.admin = AsyncConnectionPool(
+            self.admin_url, min_size=1, max_size=4, kwargs=kwargs, open=False
+        )
+        self.api = AsyncConnectionPool(
+            self.api_url, min_size=1, max_size=8, kwargs=kwargs, open=False
+        )
         await self.admin.open(wait=True)
         await self.api.open(wait=True)
         self.realtime = Realtime(self.admin, self.sessions)
@@ -130,7 +134,12 @@ class SupabaseStandIn:
         except (AuthFailure, StorageFailure, rest.QueryError) as exc:
             response = web.json_response(exc.body, status=exc.status)
         except psycopg.OperationalError as exc:
-            body = {"code": "PGRST000", "message": "Could not connect to the database", "details": str(exc), "hint": None}
+            body = {
+                "code": "PGRST000",
+                "message": "Could not connect to the database",
+                "details": str(exc),
+                "hint": None,
+            }
             response = web.json_response(body, status=503)
         if not isinstance(response, web.WebSocketResponse):
             response.headers.update(CORS)
@@ -141,15 +150,21 @@ class SupabaseStandIn:
 
     def _claims(self, request: web.Request) -> dict[str, Any]:
         header = request.headers.get("Authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else request.headers.get("apikey")
+        token = (
+            header[7:] if header.lower().startswith("bearer ") else request.headers.get("apikey")
+        )
         return self.sessions.claims(token)
 
-    async def _as(self, claims: dict[str, Any], statement: sql.Composable, params: list[Any]) -> Any:
+    async def _as(
+        self, claims: dict[str, Any], statement: sql.Composed | sql.SQL, params: list[Any]
+    ) -> Any:
         """Run one statement as the token's role with its claims; return the first column."""
         async with self.api.connection() as conn:
             try:
                 async with conn.transaction():
-                    await conn.execute(sql.SQL("set local role {}").format(sql.Identifier(claims["role"])))
+                    await conn.execute(
+                        sql.SQL("set local role {}").format(sql.Identifier(claims["role"]))
+                    )
                     await conn.execute(
                         "select set_config('request.jwt.claims', %s, true)", (json.dumps(claims),)
                     )
@@ -162,7 +177,10 @@ class SupabaseStandIn:
                 diag = exc.diag
                 status = rest.status_for(exc.sqlstate, claims["role"])
                 raise rest.QueryError(
-                    status, exc.sqlstate or "XX000", diag.message_primary or str(exc), diag.message_detail
+                    status,
+                    exc.sqlstate or "XX000",
+                    diag.message_primary or str(exc),
+                    diag.message_detail,
                 ) from None
 
     # Auth ---------------------------------------------------------------------------------------
@@ -186,13 +204,17 @@ class SupabaseStandIn:
             await asyncio.to_thread(check_password, row, str(body.get("password") or ""))
             assert row is not None
             async with self.admin.connection() as conn:
-                await conn.execute("update auth.users set last_sign_in_at = now() where id = %s", (row["id"],))
+                await conn.execute(
+                    "update auth.users set last_sign_in_at = now() where id = %s", (row["id"],)
+                )
             return web.json_response(self.sessions.issue(row))
         if grant == "refresh_token":
             user_id, session_id = self.sessions.redeem(str(body.get("refresh_token") or ""))
             row = await self._load_user("id", user_id)
             if row is None:
-                raise AuthFailure(400, "user_not_found", "User from sub claim in JWT does not exist")
+                raise AuthFailure(
+                    400, "user_not_found", "User from sub claim in JWT does not exist"
+                )
             return web.json_response(self.sessions.issue(row, session_id))
         raise AuthFailure(400, "unsupported_grant_type", "unsupported grant_type")
 
@@ -289,7 +311,8 @@ class SupabaseStandIn:
         call = sql.SQL("public.{}({})").format(
             sql.Identifier(name),
             sql.SQL(", ").join(
-                sql.SQL("{} => %s::{}").format(sql.Identifier(arg), sql.SQL(types[arg])) for arg in args
+                sql.SQL("{} => %s::{}").format(sql.Identifier(arg), sql.SQL(types[arg]))
+                for arg in args
             ),
         )
         statement = (
@@ -308,7 +331,9 @@ class SupabaseStandIn:
         body = await request.json()
         found = await self._as(
             claims,
-            sql.SQL("select exists (select 1 from storage.objects where bucket_id = %s and name = %s)"),
+            sql.SQL(
+                "select exists (select 1 from storage.objects where bucket_id = %s and name = %s)"
+            ),
             [bucket, name],
         )
         if not found:
@@ -321,7 +346,8 @@ class SupabaseStandIn:
         storage.verify(self.secret, bucket, name, request.query.get("token", ""))
         async with self.admin.connection() as conn:
             cursor = await conn.execute(
-                "select metadata from storage.objects where bucket_id = %s and name = %s", (bucket, name)
+                "select metadata from storage.objects where bucket_id = %s and name = %s",
+                (bucket, name),
             )
             row = await cursor.fetchone()
         path = storage.object_path(self.storage_dir, bucket, name)

@@ -47,9 +47,15 @@ def verify(secret: str, bucket: str, name: str, token: str) -> None:
 
 
 def content_type(name: str, metadata: dict[str, Any] | None) -> str:
-    return (metadata or {}).get("mimetype") or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return (
+        (metadata or {}).get("mimetype")
+        or mimetypes.guess_type(name)[0]
+        or "application/octet-stream"
+    )
 
 
 def require_service_role(claims: dict[str, Any]) -> None:
     if claims.get("role") != "service_role":
-        raise AuthFailure(403, "forbidden", "the local stand-in accepts uploads from the service role only")
+        raise AuthFailure(
+            403, "forbidden", "the local stand-in accepts uploads from the service role only"
+        )

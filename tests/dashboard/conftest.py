@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from devstack.console import DIST
 from devstack.simulate import send_inbound
@@ -23,7 +23,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 def chromium_path() -> str:
-    path = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
+    path = (
+        os.environ.get("CHROMIUM_PATH")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
     if not path:
         pytest.fail("Chromium is not installed: `make test` installs Debian's chromium package")
     return path
@@ -56,7 +60,7 @@ def open_console(stack: Stack, browser: Browser) -> Iterator[Any]:
     contexts = []
     errors: list[Exception] = []
 
-    def sign_in(email: str, viewport: dict[str, int] | None = None) -> Page:
+    def sign_in(email: str, viewport: ViewportSize | None = None) -> Page:
         context = browser.new_context(viewport=viewport or {"width": 1280, "height": 800})
         contexts.append(context)
         page = context.new_page()

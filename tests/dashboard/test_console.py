@@ -43,7 +43,9 @@ def test_maria_sees_only_her_conversations_and_new_messages_arrive_live(
     expect(item.get_by_test_id("conversation-state")).to_have_attribute("data-state", "ai")
     item.click()
     messages = page.get_by_test_id("message")
-    expect(messages.filter(has_text="envíos a Medellín")).to_have_attribute("data-author", "customer")
+    expect(messages.filter(has_text="envíos a Medellín")).to_have_attribute(
+        "data-author", "customer"
+    )
     expect(page.locator('[data-testid="message"][data-author="ai"]')).to_have_count(1)
 
 

@@ -55,7 +55,7 @@ def _wait_for(lines: queue.Queue[str], word: str, timeout: float) -> str:
 @pytest.fixture
 def stack_env(pg_admin_url: str, tmp_path: Path) -> Any:
     ports = {f"DEV_{name}_PORT": str(functions.free_port())
-             for name in ("WEBHOOK", "SEND", "CLEANUP", "TWILIO", "OPENAI", "UPSTASH")}  # fmt: skip
+             for name in ("WEBHOOK", "SEND", "CLEANUP", "TWILIO", "OPENAI", "UPSTASH", "CONSOLE", "SUPABASE")}  # fmt: skip
     with postgres.fresh_database(pg_admin_url, prefix="stack") as database_url:
         env = {
             **os.environ,
@@ -81,7 +81,8 @@ def test_make_dev_runs_the_system_and_stops_on_ctrl_c(stack_env: dict[str, str])
         env = read_env(Path(stack_env["DEV_DIR"]))
         for key in ("DATABASE_URL", "WEBHOOK_URL", "SEND_URL", "CLEANUP_URL", "TWILIO_EMULATOR_URL",
                     "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "UPSTASH_REDIS_REST_URL",
-                    "UPSTASH_REDIS_REST_TOKEN", "SUPABASE_JWT_SECRET", "CLEANUP_TOKEN"):  # fmt: skip
+                    "UPSTASH_REDIS_REST_TOKEN", "SUPABASE_JWT_SECRET", "CLEANUP_TOKEN",
+                    "CONSOLE_URL", "SUPABASE_URL", "SUPABASE_ANON_KEY"):  # fmt: skip
             assert env.get(key), key
 
         customer = "+573009998877"
