@@ -24,8 +24,9 @@ def test_figures_per_advisor_and_who_sees_them(db: psycopg.Connection[Any]) -> N
     f.member(db, w.tenant1, user, "advisor")
     a = f.advisor(db, w.tenant1, user, name="Metrics")
     # One conversation the AI handled alone (two customer messages, one reply).
-    alone = f.ingest(db, a["id"], f.phone())["conversation_id"]
-    f.ingest(db, a["id"], db.execute("select customer_phone from conversations where id = %s", (alone,)).fetchone()["customer_phone"])  # fmt: skip
+    customer = f.phone()
+    alone = f.ingest(db, a["id"], customer)["conversation_id"]
+    f.ingest(db, a["id"], customer)
     f.reply(db, alone, "respuesta", provider_sid=f.sid(), status="delivered")
     # One handed off: the advisor answers 90 s after the handoff; one of her sends failed.
     handed = f.ingest(db, a["id"], f.phone())["conversation_id"]

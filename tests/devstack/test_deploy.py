@@ -180,3 +180,18 @@ def test_pooler_connections_fit_the_smallest_plan() -> None:
 @pytest.mark.parametrize("name", ["webhook", "send", "cleanup"])
 def test_deployed_functions_run_as_production(name: str) -> None:
     assert _env_var(_deploy_step(name), "ENVIRONMENT") == "production"
+
+
+def test_console_config_written_at_deploy_is_what_the_console_reads() -> None:
+    import json
+
+    from devstack.console import config_js
+
+    step = next(s for s in CLOUDBUILD["steps"] if s["id"] == "publish-console")
+    script = " ".join(str(a) for a in step["args"])
+    keys = json.loads(config_js("u", "k", "f").split("=", 1)[1].strip().rstrip(";"))
+    reader = (ROOT / "dashboard" / "src" / "api.js").read_text()
+    for key in keys:
+        assert f'"{key}"' in script, key  # cloudbuild writes it
+        assert f"config.{key}" in reader, key  # the console reads it
+    assert "${_CONSOLE_BUCKET}" in script
