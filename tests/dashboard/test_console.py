@@ -156,3 +156,20 @@ def test_phone_sized_screen_shows_the_list_then_the_conversation(
     conversation_item(page, customer).click()
     expect(page.get_by_test_id("composer")).to_be_visible()
     expect(conversation_item(page, customer)).to_be_hidden()
+
+
+def test_a_refused_send_is_explained_and_nothing_reaches_the_customer(
+    stack: Stack, open_console: Any
+) -> None:
+    customer = new_customer()
+    customer_writes(stack, customer, MARIA_NUMBER, "Hola")
+    customer_writes(stack, customer, MARIA_NUMBER, "STOP")
+    before = len(sent_to(stack, customer))
+    page = open_console("maria@demo.local")
+    item = conversation_item(page, customer)
+    expect(item.get_by_test_id("conversation-state")).to_have_attribute("data-state", "opted_out")
+    item.click()
+    page.get_by_test_id("composer").fill("¿Sigues interesado?")
+    page.get_by_test_id("send-button").click()
+    expect(page.get_by_test_id("error")).to_contain_text("STOP")  # the 409 in words
+    assert len(sent_to(stack, customer)) == before
