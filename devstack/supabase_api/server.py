@@ -72,6 +72,8 @@ class SupabaseStandIn:
             self._call(self._stop())
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
+        if not self._loop.is_running():
+            self._loop.close()  # its self-pipe sockets with it
 
     def _call(self, coroutine: Awaitable[T]) -> T:
         future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -132,6 +133,12 @@ def test_rpc_metrics_are_computed_as_the_caller(stack: Stack) -> None:
     assert missing.status_code == 404 and missing.json()["code"] == "PGRST202"
 
 
+def join(url: str, access_token: str, topic: str, then: Any = None) -> list[Any]:
+    # Playwright's sync API keeps an event loop running on this thread: use another one.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _join(url, access_token, topic, then)).result(timeout=60)
+
+
 async def _join(url: str, access_token: str, topic: str, then: Any = None) -> list[Any]:
     """Join a private channel as supabase-js does; return the reply and, after `then()`, the
     first broadcast."""
@@ -161,16 +168,14 @@ async def _join(url: str, access_token: str, topic: str, then: Any = None) -> li
 
 def test_realtime_private_channels_are_authorized_by_the_policy(stack: Stack) -> None:
     topic = f"advisor:{MARIA_ADVISOR}"
-    [refused] = asyncio.run(
-        _join(stack.env["SUPABASE_URL"], token(stack, "carlos@demo.local"), topic)
-    )
+    [refused] = join(stack.env["SUPABASE_URL"], token(stack, "carlos@demo.local"), topic)
     assert refused[3] == "phx_reply" and refused[4]["status"] == "error"
 
     def customer() -> None:
         customer_writes(stack, "+573157770003", MARIA_NUMBER, "Hola por el canal")
 
-    joined, broadcast = asyncio.run(
-        _join(stack.env["SUPABASE_URL"], token(stack, "maria@demo.local"), topic, customer)
+    joined, broadcast = join(
+        stack.env["SUPABASE_URL"], token(stack, "maria@demo.local"), topic, customer
     )
     assert joined[4] == {"status": "ok", "response": {"postgres_changes": []}}
     assert broadcast[2] == f"realtime:{topic}" and broadcast[3] == "broadcast"
