@@ -8,7 +8,7 @@ Rules (each finding names the object and the rule):
   in public (they act outside row-level security).
 - function_exposed: a function in public or private that anon, authenticated or PUBLIC may
   execute, other than the visibility helpers the policies call and the console's
-  security-invoker reads.
+  security-invoker reads (and the pure helper they share with triggers).
 - security_definer_exposed: a security-definer function in public (the schema the Data API
   serves) that anon, authenticated or PUBLIC may execute.
 - mutable_search_path: a function in public or private without a fixed search_path.
@@ -40,7 +40,11 @@ POLICY_HELPERS = frozenset(
 # Called by the console through the Data API (regprocedure omits the schema on the search
 # path); security invoker, so RLS decides what they read.
 CONSOLE_FUNCTIONS = frozenset(
-    {"advisor_metrics(timestamp with time zone,timestamp with time zone)"}
+    {
+        "advisor_metrics(timestamp with time zone,timestamp with time zone)",
+        # Pure arithmetic advisor_metrics shares with the rollup triggers.
+        "private.activity_hour(timestamp with time zone)",
+    }
 )
 
 _TABLES = """

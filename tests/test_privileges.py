@@ -39,6 +39,7 @@ GRANTS: dict[str, dict[str, set[str]]] = {
     "messages": {"authenticated": {"SELECT"}},
     "ai_runs": {"authenticated": {"SELECT"}},
     "advisor_alerts": {"authenticated": {"SELECT"}},
+    "conversation_activity": {"authenticated": {"SELECT"}},
     "knowledge_sources": {"authenticated": {"SELECT"}},
     "knowledge_chunks": {"authenticated": {"SELECT"}},
     "knowledge_terms": {},
