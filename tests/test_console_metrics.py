@@ -142,5 +142,7 @@ def test_counts_outlive_the_messages_and_windows_are_whole_hours(
 def test_advisors_read_only_their_own_activity(db: psycopg.Connection[Any]) -> None:
     w = f.world(db)
     with as_user(db, w.users["advisor_a"]) as conn:
-        seen = {r["advisor_id"] for r in conn.execute("select advisor_id from conversation_activity")}
+        seen = {
+            r["advisor_id"] for r in conn.execute("select advisor_id from conversation_activity")
+        }
     assert seen == {w.advisors["a"]["id"]}
