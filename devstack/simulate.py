@@ -52,8 +52,13 @@ def post_signed(
 
 
 def send_inbound(env: dict[str, str], customer: str, advisor_number: str, body: str,
-                 message_sid: str | None = None) -> tuple[requests.Response, str]:  # fmt: skip
+                 message_sid: str | None = None,
+                 media: tuple[str, str] | None = None) -> tuple[requests.Response, str]:  # fmt: skip
+    """A signed inbound message; `media` is (MediaUrl, content type) of one attachment."""
     params = inbound_form(customer, advisor_number, body, env["TWILIO_ACCOUNT_SID"], message_sid)
+    if media:
+        params.update(NumMedia="1", MessageType="image" if media[1].startswith("image/") else "document",
+                      MediaUrl0=media[0], MediaContentType0=media[1])  # fmt: skip
     response = post_signed(env["WEBHOOK_URL"], env["TWILIO_AUTH_TOKEN"], params)
     return response, params["MessageSid"]
 

@@ -126,6 +126,7 @@ class Stack:
             self._exit.callback(self.model.stop)
             openai_key, openai_base = "sk-offline-dev", self.model.base_url
 
+        self.supabase = self._supabase()
         self.env = {
             "DATABASE_URL": app_url,
             "DATABASE_ADMIN_URL": self.database_url,
@@ -142,6 +143,9 @@ class Stack:
             "OPENAI_API_KEY": openai_key,
             "OPENAI_BASE_URL": openai_base,
             "SUPABASE_JWT_SECRET": DEV_JWT_SECRET,
+            # Media goes to the stand-in's Storage, as it goes to Supabase Storage when deployed.
+            "SUPABASE_URL": self.supabase.url,
+            "SUPABASE_SERVICE_ROLE_KEY": self.supabase.service_role_key,
             "CLEANUP_TOKEN": DEV_CLEANUP_TOKEN,
             "DASHBOARD_ORIGINS": ",".join(
                 f"http://{host}:{port}"
@@ -165,18 +169,22 @@ class Stack:
         self._console()
         self._write_env()
 
-    def _console(self) -> None:
-        """The Supabase API stand-in and the console. Their settings go to `.dev/env`, not to
-        the functions: those keep verifying tokens with the JWT secret and store no media."""
+    def _supabase(self) -> SupabaseStandIn:
+        """The Supabase API stand-in (Auth, Data API, Realtime, Storage) on this database."""
         postgres.set_password(self.database_url, "authenticator", DEV_DB_PASSWORD)
         api_url = postgres.with_params(
             self.database_url, user="authenticator", password=DEV_DB_PASSWORD
         )
-        self.supabase = SupabaseStandIn(
+        supabase = SupabaseStandIn(
             self.database_url, api_url, DEV_JWT_SECRET, self.dev_dir / "storage",
             port=self.ports.supabase,
         ).start()  # fmt: skip
-        self._exit.callback(self.supabase.stop)
+        self._exit.callback(supabase.stop)
+        return supabase
+
+    def _console(self) -> None:
+        """The console, configured for the stand-in and the send function."""
+        assert self.supabase is not None
         functions_url = f"http://127.0.0.1:{self.ports.send}"
         config = config_js(self.supabase.url, self.supabase.anon_key, functions_url)
         self.console = ConsoleServer(config, port=self.ports.console)
@@ -184,7 +192,6 @@ class Stack:
         self._exit.callback(self.console.stop)
         self.env |= {
             "CONSOLE_URL": f"http://127.0.0.1:{self.ports.console}",
-            "SUPABASE_URL": self.supabase.url,
             "SUPABASE_ANON_KEY": self.supabase.anon_key,
         }
 

@@ -7,6 +7,8 @@ message resource and an SM sid, or Twilio's error JSON), every message is record
 `POST /v2/Indicators/Typing.json` (WhatsApp's typing indicator, messaging.twilio.com) checks
 the `messageId` format and answers `{"success": true}` (it accepts ids it never saw: the local
 stack posts inbound messages straight to the webhook); `GET /indicators` lists the calls.
+`host_media(data, content_type)` serves an inbound attachment at a Media URL of Twilio's shape
+(`/2010-04-01/Accounts/<AccountSid>/Messages/<MM…>/Media/<ME…>`, account credentials required).
 `chaos(rate)` makes that share of sends fail at random, as Twilio's bad days do: 429, 500, or
 accepted but answered only after the client gave up (a read timeout on our side).
 """
@@ -104,6 +106,7 @@ class TwilioEmulator:
         self.messages: list[dict[str, Any]] = []
         self.callbacks: list[dict[str, Any]] = []
         self.indicators: list[dict[str, str]] = []
+        self.media: dict[str, tuple[bytes, str]] = {}
         self._failures: list[tuple[int, int, str]] = []
         self._chaos_rate = 0.0
         self._hang_seconds = 0.0
@@ -123,6 +126,16 @@ class TwilioEmulator:
 
     def stop(self) -> None:
         self.server.stop()
+
+    def host_media(self, data: bytes, content_type: str) -> str:
+        """Serve an inbound attachment as Twilio does; returns its MediaUrl."""
+        path = (
+            f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/MM{uuid.uuid4().hex}"
+            f"/Media/ME{uuid.uuid4().hex}"
+        )
+        with self._lock:
+            self.media[path] = (data, content_type)
+        return self.url + path
 
     def fail_next(
         self,
@@ -169,6 +182,11 @@ class TwilioEmulator:
                 int(spec.get("code", 20500)),
             )
             return Response(200, {"ok": True})
+        if path in self.media and request.method == "GET":
+            if not self._authorized(request):
+                return Response(401, twilio_error(401, 20003, "Authenticate"))
+            data, content_type = self.media[path]
+            return Response(200, data, content_type=content_type)
         if path == f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json":
             if not self._authorized(request):
                 return Response(401, twilio_error(401, 20003, "Authenticate"))
@@ -212,6 +230,8 @@ class TwilioEmulator:
         record = {
             **resource,
             "media_url": form.get("MediaUrl", []),
+            "content_sid": next(iter(form.get("ContentSid", [])), None),
+            "content_variables": next(iter(form.get("ContentVariables", [])), None),
             "status_callback": next(iter(form.get("StatusCallback", [])), None),
         }
         with self._lock:
@@ -269,5 +289,7 @@ class TwilioEmulator:
             "to": message["to"],
             "body": message["body"],
             "media_url": message["media_url"],
+            "content_sid": message["content_sid"],
+            "content_variables": message["content_variables"],
             "status": message["status"],
         }

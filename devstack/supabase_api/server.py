@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -104,6 +104,7 @@ class SupabaseStandIn:
         app.router.add_get("/storage/v1/object/sign/{bucket}/{name:.+}", self._signed_object)
         app.router.add_post("/storage/v1/object/{bucket}/{name:.+}", self._upload)
         app.router.add_put("/storage/v1/object/{bucket}/{name:.+}", self._upload)
+        app.router.add_delete("/storage/v1/object/{bucket}", self._remove)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -360,8 +361,7 @@ class SupabaseStandIn:
     async def _upload(self, request: web.Request) -> web.Response:
         storage.require_service_role(self._claims(request))
         bucket, name = request.match_info["bucket"], request.match_info["name"]
-        data = await request.read()
-        mimetype = request.headers.get("Content-Type", "application/octet-stream")
+        data, mimetype = await self._uploaded_file(request)
         path = storage.object_path(self.storage_dir, bucket, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -374,3 +374,36 @@ class SupabaseStandIn:
             )
             (object_id,) = await cursor.fetchone()  # type: ignore[misc]
         return web.json_response({"Key": f"{bucket}/{name}", "Id": object_id})
+
+    @staticmethod
+    async def _uploaded_file(request: web.Request) -> tuple[bytes, str]:
+        """The file of an upload: the raw body, or the file part of a multipart form (what the
+        Python client sends, beside `cacheControl`), with its content type."""
+        content_type = request.headers.get("Content-Type", "application/octet-stream")
+        if not content_type.startswith("multipart/form-data"):
+            return await request.read(), content_type
+        reader = await request.multipart()
+        async for part in reader:
+            if isinstance(part, BodyPartReader) and part.filename is not None:
+                return await part.read(decode=True), part.headers.get(
+                    "Content-Type", "application/octet-stream"
+                )
+        raise StorageFailure(400, "invalid_request", "no file in the form")
+
+    async def _remove(self, request: web.Request) -> web.Response:
+        """Storage's bulk delete: `{"prefixes": [names]}`; answers the objects it deleted."""
+        storage.require_service_role(self._claims(request))
+        bucket = request.match_info["bucket"]
+        names = (await request.json()).get("prefixes") or []
+        async with self.admin.connection() as conn:
+            cursor = await conn.execute(
+                "delete from storage.objects where bucket_id = %s and name = any(%s)"
+                " returning id::text, name, bucket_id, metadata",
+                (bucket, names),
+            )
+            deleted = await cursor.fetchall()
+        for _, name, _, _ in deleted:
+            storage.object_path(self.storage_dir, bucket, name).unlink(missing_ok=True)
+        return web.json_response(
+            [{"id": i, "name": n, "bucket_id": b, "metadata": m} for i, n, b, m in deleted]
+        )

@@ -57,5 +57,5 @@ def content_type(name: str, metadata: dict[str, Any] | None) -> str:
 def require_service_role(claims: dict[str, Any]) -> None:
     if claims.get("role") != "service_role":
         raise AuthFailure(
-            403, "forbidden", "the local stand-in accepts uploads from the service role only"
+            403, "forbidden", "the local stand-in accepts writes from the service role only"
         )

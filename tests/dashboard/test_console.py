@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import json
+import re
 from typing import Any
 
+import psycopg
 from playwright.sync_api import expect
+from psycopg.types.json import Jsonb
 
+from devstack.simulate import send_inbound
 from devstack.stack import Stack
 from tests.conftest import eventually
 from tests.dashboard.conftest import (
@@ -173,3 +178,61 @@ def test_a_refused_send_is_explained_and_nothing_reaches_the_customer(
     page.get_by_test_id("send-button").click()
     expect(page.get_by_test_id("error")).to_contain_text("STOP")  # the 409 in words
     assert len(sent_to(stack, customer)) == before
+
+
+def test_outside_the_window_she_sends_an_approved_template(
+    stack: Stack, open_console: Any
+) -> None:
+    customer = new_customer()
+    customer_writes(stack, customer, MARIA_NUMBER, "Hola, ¿tienen stock?")
+    content_sid = "HX" + "a1" * 16
+    templates = {"templates": [{"name": "Seguimiento", "content_sid": content_sid, "variables": ["1"]}]}
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        # What a tenant admin saves, and a customer who last wrote two days ago.
+        conn.execute("update tenants set settings = %s", (Jsonb(templates),))
+        conn.execute(
+            "update conversations set last_inbound_at = now() - interval '2 days'"
+            " where customer_phone = %s",
+            (customer,),
+        )
+    before = len(sent_to(stack, customer))
+    page = open_console("maria@demo.local")
+    conversation_item(page, customer).click()
+    expect(page.get_by_test_id("composer")).to_have_count(0)  # free text is not allowed
+    expect(page.get_by_test_id("template-select")).to_have_value("0")
+    page.locator('[data-variable="1"]').fill("Ana")
+    page.get_by_test_id("send-template-button").click()
+
+    sent = eventually(lambda: sent_to(stack, customer)[before:], what="the template at Twilio")
+    assert sent[0]["from"] == f"whatsapp:{MARIA_NUMBER}"
+    assert sent[0]["content_sid"] == content_sid
+    assert json.loads(sent[0]["content_variables"]) == {"1": "Ana"}
+    expect(page.locator('[data-testid="message"][data-author="advisor"]')).to_have_count(1)
+
+
+# A 1x1 PNG: what a customer's photo looks like to the pipeline.
+PIXEL = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+    "0000000d4944415478da636460f85f0f0002870180eb47ba920000000049454e44ae426082"
+)
+
+
+def test_a_customers_photo_is_stored_and_shown_through_a_signed_url(
+    stack: Stack, open_console: Any
+) -> None:
+    customer = new_customer()
+    assert stack.twilio is not None
+    media_url = stack.twilio.host_media(PIXEL, "image/png")
+    response, _ = send_inbound(
+        stack.env, customer, MARIA_NUMBER, "Mira la foto", media=(media_url, "image/png")
+    )
+    assert response.status_code == 200, response.text
+    page = open_console("maria@demo.local")
+    conversation_item(page, customer).click()
+    image = page.get_by_test_id("media-image")
+    expect(image).to_have_attribute("src", re.compile(r"/storage/v1/object/sign/whatsapp-media/"))
+    # The browser fetched the stored bytes: a decoded 1x1 image.
+    page.wait_for_function(
+        "() => { const img = document.querySelector('[data-testid=media-image]');"
+        " return img && img.complete && img.naturalWidth === 1; }"
+    )

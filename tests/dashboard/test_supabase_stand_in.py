@@ -9,9 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
+import pytest
 import requests
+from storage3.exceptions import StorageApiError
 
 from devstack.stack import Stack
+from shared.storage import Storage
 from tests.dashboard.conftest import CARLOS_NUMBER, MARIA_NUMBER, customer_writes
 
 MARIA_ADVISOR = "00000000-0000-4000-8000-00000000b001"
@@ -205,3 +208,22 @@ def test_storage_signed_urls_honour_the_bucket_policy(stack: Stack) -> None:
         timeout=5,
     )
     assert tampered.status_code == 400
+
+
+def test_the_functions_storage_client_uploads_signs_and_removes(stack: Stack) -> None:
+    """The functions' own client (supabase-py, multipart uploads) against the stand-in."""
+    assert stack.supabase is not None
+    client = Storage(
+        stack.env["SUPABASE_URL"], stack.supabase.service_role_key, "whatsapp-media", timeout=10
+    )
+    name = f"{TENANT}/{MARIA_ADVISOR}/c/m/0.ogg"
+    try:
+        client.upload(name, b"OggS voice", "audio/ogg")
+        fetched = requests.get(client.signed_url(name, 60), timeout=5)
+        assert fetched.content == b"OggS voice" and fetched.headers["Content-Type"] == "audio/ogg"
+        assert client.remove([name, f"{TENANT}/never-stored.ogg"]) == 1
+        assert client.remove([name]) == 0
+        with pytest.raises(StorageApiError, match="not found"):
+            client.signed_url(name, 60)
+    finally:
+        client.close()
