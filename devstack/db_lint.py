@@ -24,7 +24,13 @@ from psycopg.rows import tuple_row
 API_ROLES = ("anon", "authenticated", "service_role")
 # Written by the functions only; no API role at all, on purpose.
 SERVICE_ONLY_TABLES = frozenset(
-    {"unrouted_messages", "early_status_callbacks", "send_requests", "knowledge_terms"}
+    {
+        "unrouted_messages",
+        "early_status_callbacks",
+        "send_requests",
+        "knowledge_terms",
+        "erasure_requests",
+    }
 )
 # Called by RLS policies as the dashboard user; they only ever answer about that user.
 POLICY_HELPERS = frozenset(

@@ -8,7 +8,8 @@ message resource and an SM sid, or Twilio's error JSON), every message is record
 the `messageId` format and answers `{"success": true}` (it accepts ids it never saw: the local
 stack posts inbound messages straight to the webhook); `GET /indicators` lists the calls.
 `host_media(data, content_type)` serves an inbound attachment at a Media URL of Twilio's shape
-(`/2010-04-01/Accounts/<AccountSid>/Messages/<MM…>/Media/<ME…>`, account credentials required).
+(`/2010-04-01/Accounts/<AccountSid>/Messages/<MM…>/Media/<ME…>`, account credentials required)
+until a DELETE on it (the Media API's, with or without `.json`) removes it.
 `chaos(rate)` makes that share of sends fail at random, as Twilio's bad days do: 429, 500, or
 accepted but answered only after the client gave up (a read timeout on our side).
 """
@@ -107,6 +108,7 @@ class TwilioEmulator:
         self.callbacks: list[dict[str, Any]] = []
         self.indicators: list[dict[str, str]] = []
         self.media: dict[str, tuple[bytes, str]] = {}
+        self.deleted_media: list[str] = []
         self._failures: list[tuple[int, int, str]] = []
         self._chaos_rate = 0.0
         self._hang_seconds = 0.0
@@ -182,11 +184,11 @@ class TwilioEmulator:
                 int(spec.get("code", 20500)),
             )
             return Response(200, {"ok": True})
-        if path in self.media and request.method == "GET":
-            if not self._authorized(request):
-                return Response(401, twilio_error(401, 20003, "Authenticate"))
-            data, content_type = self.media[path]
-            return Response(200, data, content_type=content_type)
+        media_path = path.removesuffix(".json")
+        if media_path.startswith(f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/") and (
+            "/Media/" in media_path and request.method in ("GET", "DELETE")
+        ):
+            return self._media(request, media_path)
         if path == f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json":
             if not self._authorized(request):
                 return Response(401, twilio_error(401, 20003, "Authenticate"))
@@ -195,6 +197,20 @@ class TwilioEmulator:
             if request.method == "GET":
                 return Response(200, message_page(self.account_sid, self._list(request.query)))
         return Response(404, twilio_error(404, 20404, "The requested resource was not found"))
+
+    def _media(self, request: Request, path: str) -> Response:
+        """An inbound attachment: GET its bytes, DELETE it (204) as the Media API does."""
+        if not self._authorized(request):
+            return Response(401, twilio_error(401, 20003, "Authenticate"))
+        with self._lock:
+            found = self.media.get(path)
+            if found is not None and request.method == "DELETE":
+                del self.media[path]
+                self.deleted_media.append(path)
+                return Response(204, b"")
+        if found is None:
+            return Response(404, twilio_error(404, 20404, "The requested resource was not found"))
+        return Response(200, found[0], content_type=found[1])
 
     def _typing(self, form: dict[str, list[str]]) -> Response:
         message_id = next(iter(form.get("messageId", [])), "")

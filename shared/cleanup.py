@@ -29,8 +29,6 @@ log = get_logger(__name__)
 Part = Callable[[Services, Deadline], dict[str, int]]
 MEDIA_MAX_ATTEMPTS = 3
 RECOVERY_SHARE = 0.6
-# Supabase Storage removes at most this many objects per call.
-STORAGE_REMOVE_LIMIT = 1000
 
 
 def run_cleanup(services: Services, *, dry_run: bool = False) -> tuple[dict[str, Any], bool]:
@@ -226,10 +224,7 @@ def _remove_objects(services: Services, paths: list[str]) -> int:
             "storage not configured: media objects of deleted messages kept", count=len(paths)
         )
         return 0
-    removed = 0
-    for start in range(0, len(paths), STORAGE_REMOVE_LIMIT):
-        removed += services.storage.remove(paths[start : start + STORAGE_REMOVE_LIMIT])
-    return removed
+    return services.storage.remove(paths)
 
 
 def _expire_handoffs(services: Services, deadline: Deadline) -> dict[str, int]:
@@ -264,7 +259,7 @@ def _due_alerts(services: Services, deadline: Deadline) -> dict[str, int]:
 
 def _retention(services: Services, deadline: Deadline) -> dict[str, int]:
     s, db = services.settings, services.db
-    counts = {"messages": 0, "ai_runs": 0, "advisor_alerts": 0, "service_rows": 0,
+    counts = {"messages": 0, "ai_runs": 0, "advisor_alerts": 0, "service_rows": 0, "audit_events": 0,
               "conversations_closed": 0, "storage_objects": 0, "batches": 0}  # fmt: skip
     cutoffs: list[dict[str, Any]] = db.value(
         "select public.retention_cutoffs(%s)", (s.retention_days,)
@@ -306,6 +301,12 @@ def _retention(services: Services, deadline: Deadline) -> dict[str, int]:
         "select public.purge_service_rows(%s, %s)",
         (service_cutoff, s.cleanup_batch_size),
         "service_rows",
+    )
+    audit_cutoff = db.value("select now() - make_interval(days => %s)", (s.audit_retention_days,))
+    drain(
+        "select public.purge_audit_events(%s, %s)",
+        (audit_cutoff, s.cleanup_batch_size),
+        "audit_events",
     )
     drain(
         "select public.close_empty_conversations(%s)",

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     # and {{2}} reason. Without it the alert goes as free text, only inside the advisor's window.
     advisor_alert_content_sid: str | None = Field(default=None, pattern=r"^HX[0-9a-fA-F]{32}$")
     retention_days: int = Field(default=90, ge=1)
+    # Audit events are kept this long (the cleanup removes older ones).
+    audit_retention_days: int = Field(default=365, ge=1)
+    # A customer export larger than this goes to Storage behind a signed URL.
+    export_inline_max_bytes: int = Field(default=5_000_000, ge=1)
     cleanup_batch_size: int = Field(default=5000, ge=1)
     cleanup_budget_seconds: float = Field(default=240.0, gt=0)
     recovery_min_age_seconds: int = Field(default=120, ge=1)

@@ -7,6 +7,7 @@ counts every statement sent, for tests and benchmarks.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,8 +63,12 @@ class Database:
                     self._pool.open(wait=False)
                     self._opened = True
 
-    def value(self, query: str, params: tuple[Any, ...] = ()) -> Any:
+    def value(self, query: str, params: tuple[Any, ...] = (), *, actor: str | None = None) -> Any:
         """Run one statement and return the first column of its first row (or None).
+
+        With `actor` (a user id from a verified token) the statement runs in a transaction with
+        that user in `request.jwt.claims`, as Supabase's Data API runs it, so the audit
+        triggers name who acted.
 
         A pooled connection that died (Postgres or the pooler restarted while it sat idle) is
         replaced and the statement tried once more on a fresh one: every statement we send is
@@ -75,7 +80,15 @@ class Database:
                     with self._lock:
                         self.round_trips += 1
                     try:
-                        row = conn.execute(query.encode(), params).fetchone()
+                        if actor is None:
+                            row = conn.execute(query.encode(), params).fetchone()
+                        else:
+                            with conn.transaction():
+                                conn.execute(
+                                    "select set_config('request.jwt.claims', %s, true)",
+                                    (json.dumps({"sub": actor, "role": "authenticated"}),),
+                                )
+                                row = conn.execute(query.encode(), params).fetchone()
                     except psycopg.OperationalError:
                         if attempt == 1 and conn.broken:
                             continue  # the pool discards the broken connection

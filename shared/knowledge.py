@@ -108,6 +108,7 @@ def upload(services: Services, claims: dict[str, Any], request: KnowledgeUpload)
         "select public.replace_knowledge_source(%s, %s, %s, %s, %s, %s, %s)",
         (str(claims["sub"]), request.tenant_id, request.advisor_id, request.title,
          request.format, request.language, Jsonb(passages)),
+        actor=str(claims["sub"]),
     )  # fmt: skip
     return Answer(201, {"source_id": str(stored["source_id"]), "passages": stored["chunks"]})
 
@@ -119,7 +120,9 @@ def list_sources(services: Services, claims: dict[str, Any]) -> Answer:
 
 def delete_source(services: Services, claims: dict[str, Any], source_id: UUID) -> Answer:
     deleted = services.db.value(
-        "select public.delete_knowledge_source(%s, %s)", (str(claims["sub"]), source_id)
+        "select public.delete_knowledge_source(%s, %s)",
+        (str(claims["sub"]), source_id),
+        actor=str(claims["sub"]),
     )
     if not deleted:
         return error(404, "not_found", "knowledge source not found")

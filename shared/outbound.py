@@ -100,6 +100,7 @@ def send_advisor_message(
         (user_id, request.conversation_id, request.body, Jsonb(media),
          services.settings.handoff_hours, idempotency_key, request_hash(request),
          IDEMPOTENCY_LEASE),
+        actor=user_id,
     )  # fmt: skip
     if queued["replay"]:
         stored = queued["response"]

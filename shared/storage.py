@@ -9,6 +9,9 @@ from supabase.lib.client_options import SyncClientOptions
 
 from supabase import create_client
 
+# Supabase Storage removes at most this many objects per call.
+REMOVE_LIMIT = 1000
+
 
 class Storage:
     def __init__(self, url: str, service_role_key: str, bucket: str, timeout: float) -> None:
@@ -28,10 +31,12 @@ class Storage:
         self._files().upload(path, data, {"content-type": content_type, "upsert": "true"})
 
     def remove(self, paths: list[str]) -> int:
-        """Delete objects; return how many Storage reports deleted."""
-        if not paths:
-            return 0
-        return len(self._files().remove(paths))
+        """Delete objects, in calls Storage accepts; return how many Storage reports deleted
+        (an object already gone counts zero). Raises if a call fails."""
+        removed = 0
+        for start in range(0, len(paths), REMOVE_LIMIT):
+            removed += len(self._files().remove(paths[start : start + REMOVE_LIMIT]))
+        return removed
 
     def signed_url(self, path: str, expires_in: int) -> str:
         return str(self._files().create_signed_url(path, expires_in)["signedURL"])

@@ -84,6 +84,12 @@ class SendResult:
         return not self.ok and (self.error_code is None or self.error_code in RETRYABLE_CODES)
 
 
+# https://api.twilio.com/2010-04-01/Accounts/AC…/Messages/MM…/Media/ME…
+_MEDIA_URL = re.compile(
+    r"/Messages/(?P<message>(?:MM|SM)[0-9a-fA-F]{32})/Media/(?P<media>ME[0-9a-fA-F]{32})"
+)
+
+
 class WhatsApp:
     def __init__(
         self,
@@ -148,6 +154,19 @@ class WhatsApp:
                 chunks.append(chunk)
             content_type = response.headers.get("Content-Type", "application/octet-stream")
             return b"".join(chunks), content_type.split(";")[0].strip()
+
+    def delete_media(self, media_url: str) -> bool:
+        """Delete an inbound attachment Twilio still holds (its MediaUrl names the message and
+        media sids). True when deleted, False when Twilio no longer has it; raises otherwise."""
+        found = _MEDIA_URL.search(media_url)
+        if not found:
+            raise ValueError(f"not a Twilio media URL: {media_url[:120]}")
+        try:
+            return bool(self.client.messages(found["message"]).media(found["media"]).delete())
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return False
+            raise
 
     def send(
         self,

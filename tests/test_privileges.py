@@ -40,6 +40,8 @@ GRANTS: dict[str, dict[str, set[str]]] = {
     "ai_runs": {"authenticated": {"SELECT"}},
     "advisor_alerts": {"authenticated": {"SELECT"}},
     "conversation_activity": {"authenticated": {"SELECT"}},
+    "audit_events": {"authenticated": {"SELECT"}},
+    "erasure_requests": {},
     "knowledge_sources": {"authenticated": {"SELECT"}},
     "knowledge_chunks": {"authenticated": {"SELECT"}},
     "knowledge_terms": {},

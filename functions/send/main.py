@@ -1,6 +1,7 @@
 """Send function: dashboards post an advisor's message to a customer (POST /messages), mark a
 conversation read (POST /conversations/<id>/read: nothing unread, blue ticks for the customer),
-and tenant admins manage the knowledge base (GET/POST /knowledge, DELETE /knowledge/<id>).
+tenant admins manage the knowledge base (GET/POST /knowledge, DELETE /knowledge/<id>) and
+answer a customer's data rights (POST /customers/export, POST /customers/erase).
 
 Thin on purpose: CORS, verify the Supabase token, validate the body, hand to `shared`, answer
 JSON. Authorization is the database's RLS, evaluated as the caller. Entry point: `send`.
@@ -18,7 +19,7 @@ import psycopg
 from flask import Request, Response, jsonify
 from pydantic import BaseModel, ValidationError
 
-from shared import knowledge
+from shared import data_rights, knowledge
 from shared.auth import AuthError, AuthUnavailable, TokenVerifier, bearer_token
 from shared.config import MissingSettingError
 from shared.db import DatabaseUnavailable, refusal
@@ -46,6 +47,7 @@ ROUTES = [
     (re.compile(rf"/conversations/{_UUID}/read"), ("POST",), "read"),
     (re.compile(r"/knowledge"), ("GET", "POST"), "knowledge"),
     (re.compile(rf"/knowledge/{_UUID}"), ("DELETE",), "knowledge_item"),
+    (re.compile(r"/customers/(export|erase)"), ("POST",), "customers"),
 ]
 # Knowledge documents are the largest bodies (200,000 characters, up to 4 bytes each).
 MAX_BODY_BYTES = 1_000_000
@@ -89,7 +91,7 @@ def send(request: Request) -> Response:
         None,
     )
     if route is None:
-        detail = "use /messages, /conversations/<id>/read or /knowledge"
+        detail = "use /messages, /conversations/<id>/read, /knowledge or /customers/(export|erase)"
         return _json(404, {"error": "not_found", "detail": detail}, allowed)
     name, methods, match = route
     if request.method not in methods:
@@ -124,6 +126,12 @@ def send(request: Request) -> Response:
         if isinstance(upload, tuple):
             return _json(upload[0], upload[1], allowed)
         return _answer(lambda: knowledge.upload(get_services(), claims, upload), allowed)
+    if name == "customers":
+        customer = _body(request, data_rights.CustomerRequest)
+        if isinstance(customer, tuple):
+            return _json(customer[0], customer[1], allowed)
+        act = data_rights.export_customer if match[1] == "export" else data_rights.erase_customer
+        return _answer(lambda: act(get_services(), claims, customer), allowed)
     message = _body(request, SendRequest)
     if isinstance(message, tuple):
         return _json(message[0], message[1], allowed)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -45,6 +46,21 @@ class FakeStorage:
         router.post(url__regex=base + r"whatsapp-media/(?P<path>.+)$").mock(
             side_effect=self._upload
         )
+        router.delete(SUPABASE_URL + "/storage/v1/object/whatsapp-media").mock(
+            side_effect=self._remove
+        )
+        self.removed: list[str] = []
+        self.fail_removes = 0  # the next N delete calls answer 500
+
+    def _remove(self, request: httpx.Request) -> httpx.Response:
+        if self.fail_removes:
+            self.fail_removes -= 1
+            return httpx.Response(
+                500, json={"statusCode": "500", "error": "internal", "message": "down"}
+            )
+        gone = [p for p in json.loads(request.content)["prefixes"] if self.uploads.pop(p, None)]
+        self.removed += gone
+        return httpx.Response(200, json=[{"name": p} for p in gone])
 
     def _upload(self, request: httpx.Request, path: str) -> httpx.Response:
         body = request.content
