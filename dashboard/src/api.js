@@ -123,6 +123,15 @@ export function sendMessage(conversationId, content, idempotencyKey) {
   return callFunction("/messages", { conversation_id: conversationId, ...content }, idempotencyKey);
 }
 
+// A customer's data rights (tenant admins): everything of this number in the tenant.
+export function exportCustomer(customerPhone, tenantId) {
+  return callFunction("/customers/export", { customer_phone: customerPhone, tenant_id: tenantId });
+}
+
+export function eraseCustomer(customerPhone, tenantId) {
+  return callFunction("/customers/erase", { customer_phone: customerPhone, tenant_id: tenantId });
+}
+
 export function markRead(conversationId) {
   return callFunction(`/conversations/${conversationId}/read`, {});
 }

@@ -18,6 +18,7 @@ const state = {
   lastSeen: null, // the newest updated_at this page has seen: the catch-up starts there
   online: false, // until every channel is joined: the indicator shows the page is not live yet
   error: null,
+  notice: null, // what the last admin action did
   draft: "", // the composer's text survives re-renders (a broadcast may arrive while typing)
   pendingSend: null, // { key, content }: a send to retry with the same Idempotency-Key
   unfollow: null,
@@ -166,8 +167,30 @@ function errorText(err) {
   return `${t("err_other")}: ${(err && err.message) || err}`;
 }
 
+// The customer's data as one JSON file the admin's browser saves (or Storage's link, when large).
+async function exportCustomer(c) {
+  const data = await api.exportCustomer(c.customer_phone, state.profile.tenant && state.profile.tenant.id);
+  const link = document.createElement("a");
+  link.href = data.url || URL.createObjectURL(new Blob([JSON.stringify(data, null, 2)], { type: "application/json" }));
+  link.download = `customer-${c.customer_phone.replace(/\D/g, "")}.json`;
+  link.click();
+  state.notice = t("exported");
+}
+
+async function eraseCustomer(c) {
+  if (!window.confirm(t("eraseConfirm").replace("{phone}", c.customer_phone))) return;
+  await act(async () => {
+    const result = await api.eraseCustomer(c.customer_phone, state.profile.tenant && state.profile.tenant.id);
+    for (const [id, other] of state.conversations) if (other.customer_phone === c.customer_phone) state.conversations.delete(id);
+    state.selected = null;
+    state.messages.clear();
+    state.notice = `${t("erased")} (${result.counts.messages} ${t("messagesWord")})`;
+  });
+}
+
 async function act(work) {
   state.error = null;
+  state.notice = null;
   try {
     const updated = await work();
     if (updated && updated.id) applyChange({ table: "conversations", record: updated });
@@ -265,7 +288,9 @@ function inbox() {
 }
 
 function conversationView(c) {
-  if (!c) return h("section", { className: "conversation empty" }, h("p", {}, t("pickConversation")));
+  if (!c) return h("section", { className: "conversation empty" },
+    state.notice ? h("p", { className: "notice", role: "status", testid: "notice" }, state.notice) : null,
+    h("p", {}, t("pickConversation")));
   const chip = api.conversationState(c);
   const paused = !c.ai_attention || c.ai_disabled_at;
   const messages = [...state.messages.values()].sort((a, b) => a.created_at.localeCompare(b.created_at));
@@ -286,7 +311,12 @@ function conversationView(c) {
       paused ? h("button", { type: "button", testid: "resume-ai-button", onclick: () => act(() => api.resumeAi(c.id)) }, t("resumeAi")) : null,
       c.ai_disabled_at ? null : h("button", { type: "button", testid: "ai-off-button", onclick: () => act(() => api.turnAiOff(c.id)) }, t("aiOff")),
       h("button", { type: "button", testid: "mark-read-button", disabled: !c.unread_count, onclick: () => act(() => api.markRead(c.id)) }, t("markRead")),
+      state.profile.role === "admin" ? [
+        h("button", { type: "button", testid: "export-customer-button", onclick: () => act(() => exportCustomer(c)) }, t("exportCustomer")),
+        h("button", { type: "button", className: "danger", testid: "erase-customer-button", onclick: () => eraseCustomer(c) }, t("eraseCustomer")),
+      ] : null,
     ),
+    state.notice ? h("p", { className: "notice", role: "status", testid: "notice" }, state.notice) : null,
     list,
     state.error ? h("p", { className: "error", role: "alert", testid: "error" }, state.error,
       state.pendingSend ? h("button", { type: "button", testid: "retry-button", onclick: () => send(state.pendingSend.content) }, t("retry")) : null) : null,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -236,3 +237,36 @@ def test_a_customers_photo_is_stored_and_shown_through_a_signed_url(
         "() => { const img = document.querySelector('[data-testid=media-image]');"
         " return img && img.complete && img.naturalWidth === 1; }"
     )
+
+
+def test_the_admin_exports_then_erases_a_customer(stack: Stack, open_console: Any) -> None:
+    customer = new_customer()
+    customer_writes(stack, customer, MARIA_NUMBER, "Quiero que borren mis datos")
+    page = open_console("admin@demo.local")
+    conversation_item(page, customer).click()
+
+    with page.expect_download() as download:
+        page.get_by_test_id("export-customer-button").click()
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert exported["customer_phone"] == customer
+    assert any(m["body"] == "Quiero que borren mis datos"
+               for c in exported["conversations"] for m in c["messages"])  # fmt: skip
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_test_id("erase-customer-button").click()
+    expect(page.get_by_test_id("notice")).to_contain_text("2")  # the message and the AI's reply
+    expect(conversation_item(page, customer)).to_have_count(0)
+    with psycopg.connect(stack.database_url) as conn:
+        left = conn.execute(
+            "select count(*) from conversations where customer_phone = %s", (customer,)
+        ).fetchone()
+    assert left == (0,)
+
+
+def test_advisors_get_no_data_rights_buttons(stack: Stack, open_console: Any) -> None:
+    customer = new_customer()
+    customer_writes(stack, customer, MARIA_NUMBER, "Hola")
+    page = open_console("maria@demo.local")
+    conversation_item(page, customer).click()
+    expect(page.get_by_test_id("takeover-button")).to_be_visible()
+    expect(page.get_by_test_id("erase-customer-button")).to_have_count(0)
