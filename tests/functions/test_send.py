@@ -288,10 +288,10 @@ def test_a_request_that_died_after_sending_replays_from_the_stored_message(
     services = shared.services.get_services()
     value = services.db.value
 
-    def database_gone_after_the_send(query: str, params: tuple[Any, ...] = ()) -> Any:
+    def database_gone_after_the_send(query: str, params: tuple[Any, ...] = (), **kw: Any) -> Any:
         if "update_outbound" in query or "finish_send_request" in query:
             raise DatabaseUnavailable("connection lost")
-        return value(query, params)
+        return value(query, params, **kw)
 
     token = mint_token(team["users"]["a"])
     body = {"conversation_id": team["conversations"]["a"], "body": "una vez y ya"}
