@@ -350,3 +350,25 @@ def test_twilio_media_urls_name_the_message_and_media() -> None:
     )
     found = _MEDIA_URL.search(url)
     assert found and found["message"] == "MM" + "a" * 32 and found["media"] == "ME" + "b" * 32
+
+
+def test_a_large_export_goes_to_storage_and_the_erasure_removes_it(
+    send: SendClient, webhook: WebhookClient, world: World, db: psycopg.Connection[Any],
+    twilio_api: TwilioApi, storage: FakeStorage, make_services: Any,
+) -> None:  # fmt: skip
+    history = customer_history(world, db, webhook, send, twilio_api)
+    twilio_media_delete(twilio_api, history["media_url"])
+    make_services(EXPORT_INLINE_MAX_BYTES="100")
+    answer = call(send, "export", world.admin, {"customer_phone": world.customer})
+    assert answer.status_code == 200
+    link = answer.get_json()
+    [path] = [p for p in storage.uploads if "/exports/" in p]
+    assert storage.content_types[path] == "application/json"
+    assert f'"customer_phone": "{world.customer}"'.encode() in storage.uploads[path]
+    assert path in link["url"] and link["bytes"] > 100
+    # What Storage records for the upload; the erasure finds the file by its folder.
+    db.execute(
+        "insert into storage.objects (bucket_id, name) values ('whatsapp-media', %s)", (path,)
+    )
+    assert call(send, "erase", world.admin, {"customer_phone": world.customer}).status_code == 200
+    assert path in storage.removed
