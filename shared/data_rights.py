@@ -76,21 +76,26 @@ def erase_customer(services: Services, claims: dict[str, Any], request: Customer
         objects = [p for p in plan["objects"] if p not in removed]
         if objects and services.storage is None:
             return error(503, "storage_unavailable", "Storage is not configured: nothing erased")
+        # What went is counted even when the next call fails: a resumed erasure finds it gone.
+        storage_removed = twilio_removed = 0
+        failure: Exception | None = None
         try:
             storage_removed = services.storage.remove(objects) if services.storage else 0
             removed += objects
-            twilio_removed = sum(services.whatsapp.delete_media(u) for u in plan["twilio_media"])
+            for url in plan["twilio_media"]:
+                twilio_removed += services.whatsapp.delete_media(url)
         except Exception as exc:  # Storage or Twilio unwell: the same request resumes later
-            log.warning(
-                "erasure paused", request_id=request_id, error=f"{type(exc).__name__}: {exc}"[:300]
-            )
-            capture(exc)
-            detail = "Storage or Twilio did not answer; repeat the request to resume"
-            return error(503, "erasure_incomplete", detail, request_id=request_id)
+            failure = exc
         db.value(
             "select public.record_erasure_progress(%s, %s, %s)",
             (request_id, storage_removed, twilio_removed),
         )
+        if failure is not None:
+            log.warning("erasure paused", request_id=request_id,
+                        error=f"{type(failure).__name__}: {failure}"[:300])  # fmt: skip
+            capture(failure)
+            detail = "Storage or Twilio did not answer; repeat the request to resume"
+            return error(503, "erasure_incomplete", detail, request_id=request_id)
         done: dict[str, Any] = db.value(
             "select public.finish_customer_erasure(%s, %s, %s)",
             (request_id, request.customer_phone, removed),

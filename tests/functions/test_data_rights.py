@@ -96,8 +96,11 @@ def customer_history(
     return {"media_url": media_url, "conversation_id": str(conversation["id"])}
 
 
-def twilio_media_delete(twilio_api: TwilioApi, media_url: str) -> None:
-    """Twilio's Media API: DELETE answers 204 once, then 404 (the media is gone)."""
+def twilio_media_delete(twilio_api: TwilioApi, media_url: str, failures: int = 0) -> None:
+    """Twilio's Media API: DELETE answers 500 `failures` times, 204 once, then 404 (gone)."""
+    for _ in range(failures):
+        twilio_api.mock.add("DELETE", media_url + ".json", status=500,
+                            json=twilio_error(500, 20500, "Internal Server Error"))  # fmt: skip
     twilio_api.mock.add("DELETE", media_url + ".json", status=204)
     twilio_api.mock.add("DELETE", media_url + ".json", status=404,
                         json=twilio_error(404, 20404, "The requested resource was not found"))  # fmt: skip
@@ -206,14 +209,19 @@ def test_a_crash_mid_erase_resumes_the_same_erasure(
     twilio_api: TwilioApi, storage: FakeStorage, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     history = customer_history(world, db, webhook, send, twilio_api)
-    twilio_media_delete(twilio_api, history["media_url"])
+    twilio_media_delete(twilio_api, history["media_url"], failures=1)
     body = {"customer_phone": world.customer}
 
     # Storage fails: nothing of the rows is gone, the erasure stays open.
     storage.fail_removes = 1
     paused = call(send, "erase", world.admin, body)
     assert (paused.status_code, paused.get_json()["error"]) == (503, "erasure_incomplete")
-    assert traces(db, [world.mark])
+    assert traces(db, [world.mark]) and not storage.removed
+
+    # Twilio fails after Storage removed the objects: the rows stay, they still name the media.
+    twilio_down = call(send, "erase", world.admin, body)
+    assert (twilio_down.status_code, twilio_down.get_json()["error"]) == (503, "erasure_incomplete")
+    assert storage.removed and traces(db, [world.mark])
 
     # The database goes away between Storage/Twilio and the rows.
     services = shared.services.get_services()
@@ -228,9 +236,7 @@ def test_a_crash_mid_erase_resumes_the_same_erasure(
     monkeypatch.setattr(services.db, "value", down_once)
     lost = call(send, "erase", world.admin, body)
     assert lost.status_code == 503
-    assert traces(db, [world.mark]) and not storage.uploads.keys() & {
-        p for p in storage.removed
-    }  # objects first: they are gone, the rows still point at them
+    assert traces(db, [world.mark])  # the media went first; the rows wait for the next try
 
     done = call(send, "erase", world.admin, body)
     assert done.status_code == 200
@@ -243,6 +249,35 @@ def test_a_crash_mid_erase_resumes_the_same_erasure(
         str(requests[0]["id"]) == done.get_json()["request_id"] == paused.get_json()["request_id"]
     )
     assert requests[0]["counts"]["twilio_media"] == 1  # deleted once, not counted again
+    assert requests[0]["counts"]["storage_objects"] == len(storage.removed)
+
+
+def test_media_stored_during_the_erasure_is_removed_before_the_rows(
+    send: SendClient, webhook: WebhookClient, world: World, db: psycopg.Connection[Any],
+    twilio_api: TwilioApi, storage: FakeStorage, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    history = customer_history(world, db, webhook, send, twilio_api)
+    twilio_media_delete(twilio_api, history["media_url"])
+    conversation = history["conversation_id"]
+    late = f"{world.tenant}/{world.ana['id']}/{conversation}/replies/late.ogg"
+    services = shared.services.get_services()
+    real = services.db.value
+
+    def reply_stored_meanwhile(query: str, *args: Any, **kwargs: Any) -> Any:
+        if "finish_customer_erasure" in query and late not in storage.asked:
+            # A voice reply reaches Storage after the erasure listed the objects.
+            db.execute(
+                "insert into storage.objects (bucket_id, name) values ('whatsapp-media', %s)"
+                " on conflict do nothing",
+                (late,),
+            )
+        return real(query, *args, **kwargs)
+
+    monkeypatch.setattr(services.db, "value", reply_stored_meanwhile)
+    answer = call(send, "erase", world.admin, {"customer_phone": world.customer})
+    assert answer.status_code == 200, answer.get_json()
+    assert late in storage.asked  # removed in a second round, before any row went
+    assert traces(db, [world.customer, world.mark]) == {}
 
 
 def test_audit_records_who_did_what_and_nobody_changes_it(

@@ -49,7 +49,8 @@ class FakeStorage:
         router.delete(SUPABASE_URL + "/storage/v1/object/whatsapp-media").mock(
             side_effect=self._remove
         )
-        self.removed: list[str] = []
+        self.removed: list[str] = []  # deleted objects
+        self.asked: list[str] = []  # every name a delete call named
         self.fail_removes = 0  # the next N delete calls answer 500
 
     def _remove(self, request: httpx.Request) -> httpx.Response:
@@ -58,7 +59,9 @@ class FakeStorage:
             return httpx.Response(
                 500, json={"statusCode": "500", "error": "internal", "message": "down"}
             )
-        gone = [p for p in json.loads(request.content)["prefixes"] if self.uploads.pop(p, None)]
+        asked = json.loads(request.content)["prefixes"]
+        self.asked += asked
+        gone = [p for p in asked if self.uploads.pop(p, None)]
         self.removed += gone
         return httpx.Response(200, json=[{"name": p} for p in gone])
 
