@@ -149,8 +149,11 @@ $$;
 
 -- -- One customer of a tenant -----------------------------------------------------------------
 
--- The tenant a tenant admin acts on: the one named, or their only admin tenant.
-create or replace function private.admin_tenant(p_user_id uuid, p_tenant_id uuid) returns uuid
+-- The tenant a member with one of p_roles acts on: the one named, or their only such tenant.
+-- One rule for the knowledge base (admins and supervisors) and data rights (admins).
+create or replace function private.acting_tenant(
+  p_user_id uuid, p_tenant_id uuid, p_roles text[], p_refusal text
+) returns uuid
 language plpgsql stable set search_path = '' as $$
 declare
   v_tenant uuid := p_tenant_id;
@@ -158,18 +161,44 @@ declare
 begin
   if v_tenant is null then
     select min(m.tenant_id::text)::uuid, count(*) into v_tenant, v_count
-    from public.tenant_members m where m.user_id = p_user_id and m.role = 'admin';
+    from public.tenant_members m where m.user_id = p_user_id and m.role = any(p_roles);
     if v_count > 1 then
-      raise exception 'admin of several tenants: name the tenant_id' using errcode = '22023';
+      raise exception 'member of several tenants: name the tenant_id' using errcode = '22023';
     end if;
   end if;
   if v_tenant is null or not exists (
     select 1 from public.tenant_members m
-    where m.user_id = p_user_id and m.tenant_id = v_tenant and m.role = 'admin'
+    where m.user_id = p_user_id and m.tenant_id = v_tenant and m.role = any(p_roles)
   ) then
-    raise exception 'only tenant admins export or erase customer data' using errcode = '42501';
+    raise exception '%', p_refusal using errcode = '42501';
   end if;
   return v_tenant;
+end
+$$;
+
+create or replace function private.admin_tenant(p_user_id uuid, p_tenant_id uuid) returns uuid
+language sql stable set search_path = '' as $$
+  select private.acting_tenant(p_user_id, p_tenant_id, array['admin'],
+    'only tenant admins export or erase customer data')
+$$;
+
+-- Same signature and answers as before, except an admin of several tenants who names none
+-- now hears so (422) instead of a refusal.
+create or replace function private.knowledge_tenant(
+  p_user_id uuid, p_tenant_id uuid, p_advisor_id uuid
+) returns uuid
+language plpgsql stable set search_path = '' as $$
+declare
+  v_tenant uuid := p_tenant_id;
+begin
+  if p_advisor_id is not null then
+    select a.tenant_id into v_tenant from public.advisors a where a.id = p_advisor_id;
+    if v_tenant is null or (p_tenant_id is not null and p_tenant_id <> v_tenant) then
+      raise exception 'unknown advisor %', p_advisor_id using errcode = 'P0002';
+    end if;
+  end if;
+  return private.acting_tenant(p_user_id, v_tenant, array['admin', 'supervisor'],
+    'only tenant admins and supervisors manage knowledge');
 end
 $$;
 
@@ -429,6 +458,7 @@ end
 $$;
 revoke all on function private.refuse_audit_change(), private.audit(uuid, text, text, text, jsonb, uuid),
   private.audit_row_change(), private.audit_ai_control(), private.admin_tenant(uuid, uuid),
+  private.acting_tenant(uuid, uuid, text[], text),
   private.media_paths(jsonb), private.customer_conversation_ids(uuid, text),
   private.customer_objects(uuid[])
   from public, anon, authenticated;
