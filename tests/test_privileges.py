@@ -39,7 +39,7 @@ GRANTS: dict[str, dict[str, set[str]]] = {
     "messages": {"authenticated": {"SELECT"}},
     "ai_runs": {"authenticated": {"SELECT"}},
     "advisor_alerts": {"authenticated": {"SELECT"}},
-    "conversation_activity": {"authenticated": {"SELECT"}},
+    "advisor_activity": {"authenticated": {"SELECT"}},
     "audit_events": {"authenticated": {"SELECT"}},
     "erasure_requests": {},
     "knowledge_sources": {"authenticated": {"SELECT"}},
