@@ -81,7 +81,9 @@ def sessions_by_hand(rows: list[dict[str, Any]], handoffs: list[Any]) -> tuple[i
         if m["direction"] == "inbound":
             previous = last_inbound.get(c)
             if previous is None or m["created_at"] - previous > timedelta(hours=24):
-                sessions.append({"conversation": c, "opened": m["created_at"], "ai": False, "human": False})
+                sessions.append(
+                    {"conversation": c, "opened": m["created_at"], "ai": False, "human": False}
+                )
             last_inbound[c] = m["created_at"]
         current = [s for s in sessions if s["conversation"] == c and s["opened"] <= m["created_at"]]
         if current:
@@ -209,7 +211,5 @@ def test_counts_outlive_the_messages_and_windows_are_whole_hours(
 def test_advisors_read_only_their_own_activity(db: psycopg.Connection[Any]) -> None:
     w = f.world(db)
     with as_user(db, w.users["advisor_a"]) as conn:
-        seen = {
-            r["advisor_id"] for r in conn.execute("select advisor_id from advisor_activity")
-        }
+        seen = {r["advisor_id"] for r in conn.execute("select advisor_id from advisor_activity")}
     assert seen == {w.advisors["a"]["id"]}
