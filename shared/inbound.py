@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 
 from shared.alerts import alert_advisor
 from shared.assistant import AssistantError, AssistantTimeout, Reply
+from shared.burst import burst_wait
 from shared.hours import BusinessHours, describe_opening
 from shared.media import last_inbound_is_voice, store_inbound_media, voice_reply
 from shared.observability import capture, get_logger
@@ -155,7 +156,7 @@ def _after_storing(
                  ai_attention=state["ai_attention"], opted_out=bool(state["opted_out_at"]))  # fmt: skip
         return Outcome("stored", message_id, conversation_id)
 
-    if _superseded(services, conversation_id, message_id, state, deadline):
+    if _superseded(services, msg, conversation_id, message_id, state, deadline):
         if upstash:
             upstash.remember(seen_key, ttl)
         log.info("burst: a newer message will answer", message_id=message_id)
@@ -412,19 +413,26 @@ def _conversation_lock(
 
 def _superseded(
     services: Services,
+    msg: InboundMessage,
     conversation_id: str,
     message_id: str,
     state: dict[str, Any],
     deadline: Deadline,
 ) -> bool:
-    """Wait for the customer to finish typing; True if a newer message arrived meanwhile."""
-    wait = services.settings.burst_wait_seconds
-    if wait <= 0:
+    """Wait for the customer to finish typing; True if a newer message arrived meanwhile.
+    A message that reads as complete does not wait, but still marks itself the newest, so an
+    older fragment that is waiting leaves the burst to it."""
+    configured = services.settings.burst_wait_seconds
+    if configured <= 0:
         return False
+    media_types = [m.content_type or "" for m in msg.media]
+    wait = burst_wait(configured, msg.body, media_types, location=msg.latitude is not None)
     mine = f"{state['created_us']:020d}:{message_id}"
     key = f"latest:{conversation_id}"
     upstash = services.upstash
     stored = upstash.set_if_newer(key, mine, 300) if upstash else None
+    if wait <= 0:
+        return False
     services.sleep(min(wait, max(0.0, deadline.remaining() - _AFTER_MODEL_RESERVE * 2)))
     latest = upstash.get(key) if upstash and stored is not None else None
     if latest is not None:

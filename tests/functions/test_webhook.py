@@ -277,6 +277,53 @@ def test_burst_of_three_gets_one_reply_that_saw_all_three(
     assert openai_stub.user_turns() == ["hola", "quiero info", "del plan"]
 
 
+def test_a_complete_question_is_answered_without_waiting(
+    advisor: dict[str, Any],
+    make_services: Any,
+    twilio_api: TwilioApi,
+    openai_stub: FakeOpenAI,
+) -> None:
+    services = make_services(BURST_WAIT_SECONDS="1.0")
+    waited: list[float] = []
+    services.sleep = waited.append
+    customer, number = f.phone("+57326"), advisor["twilio_phone_number"]
+    assert WebhookClient().inbound(customer, number, "¿Tienen envíos a Cali?").status_code == 200
+    assert waited == [] and len(twilio_api.sent) == 1
+    # A greeting alone waits for what follows.
+    assert WebhookClient().inbound(customer, number, "hola").status_code == 200
+    assert waited == [1.0]
+
+
+def test_a_complete_message_answers_the_fragment_still_waiting(
+    advisor: dict[str, Any],
+    db: psycopg.Connection[Any],
+    make_services: Any,
+    twilio_api: TwilioApi,
+    openai_stub: FakeOpenAI,
+) -> None:
+    services = make_services(BURST_WAIT_SECONDS="1.0")
+    release, waiting = threading.Event(), []
+
+    def hold(seconds: float) -> None:
+        waiting.append(seconds)
+        assert release.wait(30)
+
+    services.sleep = hold
+    webhook = WebhookClient()
+    customer, number = f.phone("+57326"), advisor["twilio_phone_number"]
+    with ThreadPoolExecutor(2) as pool:
+        greeting = pool.submit(webhook.inbound, customer, number, "hola")
+        eventually(lambda: len(waiting) == 1, what="the greeting waiting")
+        # The question does not wait: it is answered, having seen the greeting.
+        question = webhook.inbound(customer, number, "¿Cuánto vale el plan básico?")
+        assert question.status_code == 200 and len(waiting) == 1
+        assert len(twilio_api.sent) == 1
+        assert openai_stub.user_turns() == ["hola", "¿Cuánto vale el plan básico?"]
+        release.set()
+        assert greeting.result(timeout=30).status_code == 200
+    assert len(twilio_api.sent) == 1 and len(openai_stub.requests) == 1
+
+
 def test_two_advisors_never_share_history(
     webhook: WebhookClient, db: psycopg.Connection[Any], openai_stub: FakeOpenAI
 ) -> None:
