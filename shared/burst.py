@@ -19,54 +19,13 @@ PUNCTUATED_WORDS = 3
 _FINAL = (".", "!", "?", "…")
 # Words that open a conversation rather than say something: a message made only of these
 # waits, whatever its punctuation ("Hola!", "Buenas tardes.", "Una pregunta?").
-OPENER_WORDS = frozenset(
-    [
-        "hola",
-        "holaa",
-        "holi",
-        "ola",
-        "buenas",
-        "buenos",
-        "buen",
-        "dia",
-        "dias",
-        "tardes",
-        "noches",
-        "hey",
-        "hi",
-        "hello",
-        "oye",
-        "oiga",
-        "mira",
-        "mire",
-        "una",
-        "un",
-        "pregunta",
-        "consulta",
-        "duda",
-        "disculpa",
-        "disculpe",
-        "perdon",
-        "senor",
-        "senora",
-        "senorita",
-        "amigo",
-        "amiga",
-        "ey",
-        "saludos",
-        "que",
-        "tal",
-        "como",
-        "estas",
-        "esta",
-        "good",
-        "morning",
-        "afternoon",
-        "evening",
-        "quick",
-        "question",
-    ]
-)
+OPENER_WORDS = frozenset({
+    "hola", "holaa", "holi", "ola", "buenas", "buenos", "buen", "dia", "dias", "tardes", "noches",
+    "hey", "hi", "hello", "oye", "oiga", "mira", "mire", "una", "un", "pregunta", "consulta",
+    "duda", "disculpa", "disculpe", "perdon", "senor", "senora", "senorita", "amigo", "amiga",
+    "ey", "saludos", "que", "tal", "como", "estas", "esta", "good", "morning", "afternoon",
+    "evening", "quick", "question",
+})  # fmt: skip
 
 
 def _words(text: str) -> list[str]:
