@@ -133,3 +133,29 @@ def test_a_media_only_reply_moves_the_conversation_up_the_list(
         " from conversations where id = %s", (conversation,),
     ).fetchone()  # fmt: skip
     assert found == {"recent": True, "last_message_preview": preview}
+
+
+def test_an_ai_reply_that_missed_a_newer_message_is_not_committed(
+    db: psycopg.Connection[Any], conversation: str
+) -> None:
+    found = db.execute(
+        "select c.advisor_id, c.customer_phone, m.id from conversations c"
+        " join messages m on m.conversation_id = c.id where c.id = %s",
+        (conversation,),
+    ).fetchone()
+    assert found
+    first = str(found["id"])
+    second = str(
+        f.ingest(db, found["advisor_id"], found["customer_phone"], "y otra cosa")["message_id"]
+    )
+    reply = json.dumps([{"author": "ai", "body": "respuesta"}])
+
+    def commit(seen: list[str], require_ai: bool = True) -> Any:
+        return db.execute(
+            "select commit_reply(%s, %s::uuid[], %s::jsonb, null, null, %s) as r",
+            (conversation, seen, reply, require_ai),
+        ).fetchone()["r"]  # type: ignore[index]
+
+    assert commit([first]) == {"committed": False, "reason": "newer_message"}
+    assert commit([first], require_ai=False)["committed"]  # a notice is not an answer
+    assert commit([first, second])["committed"]
