@@ -7,8 +7,9 @@ The promises, and where each is kept:
 - Once stored, nothing raises: failures become rows (unhandled turns, queued or failed sends)
   the cleanup sweep finishes, and the webhook answers 200.
 - A reply is committed before it is sent (`commit_reply` refuses when a human took over, the AI
-  was paused, or the turn was answered meanwhile), so no turn is answered twice and the AI never
-  talks over a person.
+  was paused, the turn was answered meanwhile, or a customer message arrived that the model did
+  not see), so no turn is answered twice, no reply ignores what the customer just added, and
+  the AI never talks over a person.
 - The instance that holds a conversation answers, before it lets go, every message that
   arrived while it worked; the others return at once.
 """
@@ -42,6 +43,8 @@ log = get_logger(__name__)
 _AFTER_MODEL_RESERVE = 3.0
 # Below this much time left, a pending message is left to the sweep rather than half-answered.
 _MIN_TURN_SECONDS = 4.0
+# How long a burst's newest-message mark outlives the burst.
+_MARK_TTL_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -141,9 +144,10 @@ def _after_storing(
         if media.image_urls:
             images[message_id] = media.image_urls
 
+    # A message the AI will not answer is not marked seen in Redis: Postgres dedups its rare
+    # redelivery (one round trip then), instead of a Redis call for every such message. The mark
+    # rides with the conversation lock when the AI answers.
     if state["opt_changed"] or not state["ai_allowed"]:
-        if upstash:
-            upstash.remember(seen_key, ttl)
         if state["opt_changed"]:
             kind = "opted_out" if opt == "out" else "opted_in"
             reply = [{"author": "system", "body": notice(kind, advisor.settings)}]
@@ -156,15 +160,14 @@ def _after_storing(
                  ai_attention=state["ai_attention"], opted_out=bool(state["opted_out_at"]))  # fmt: skip
         return Outcome("stored", message_id, conversation_id)
 
-    if _superseded(services, msg, conversation_id, message_id, state, deadline):
-        if upstash:
-            upstash.remember(seen_key, ttl)
+    superseded, mark = _burst(services, msg, conversation_id, message_id, state, deadline)
+    if superseded:
         log.info("burst: a newer message will answer", message_id=message_id)
         return Outcome("superseded", message_id, conversation_id)
 
     return answer_turn(
         services, advisor, msg.customer_phone, conversation_id,
-        Turn.from_state(state, images), deadline, remember=seen_key,
+        Turn.from_state(state, images), deadline, remember=seen_key, mark=mark,
     )  # fmt: skip
 
 
@@ -197,14 +200,16 @@ def answer_turn(
     turn: Turn,
     deadline: Deadline,
     remember: str | None = None,
+    mark: tuple[str, str] | None = None,
 ) -> Outcome:
     """Answer a conversation's turn (the webhook, or the recovery sweep), one instance at a
-    time, then every message that arrived meanwhile, while the budget allows."""
+    time, then every message that arrived meanwhile, while the budget allows. `remember` (a
+    seen key) and `mark` (the burst's newest-message mark) ride with the lock."""
     outcome = Outcome("busy", conversation_id=conversation_id)
     answered: list[str] = []
     while True:
-        with _conversation_lock(services, conversation_id, remember) as held:
-            remember = None
+        with _conversation_lock(services, conversation_id, remember, mark) as held:
+            remember = mark = None
             if not held:
                 # The holder answers this message before it lets go (see below).
                 log.info("conversation busy, its holder answers", conversation_id=conversation_id)
@@ -388,11 +393,14 @@ def _commit_and_send(
 
 @contextmanager
 def _conversation_lock(
-    services: Services, conversation_id: str, remember: str | None = None
+    services: Services,
+    conversation_id: str,
+    remember: str | None = None,
+    mark: tuple[str, str] | None = None,
 ) -> Iterator[bool]:
     """Redis lock with expiry; yields False if another instance holds it (True if Redis is down:
     then `commit_reply` alone keeps a turn from being answered twice). `remember` marks a stored
-    sid in the same round trip."""
+    sid and `mark` sets the burst's newest message in the same round trip."""
     upstash, settings = services.upstash, services.settings
     key = f"lock:conversation:{conversation_id}"
     token = (
@@ -400,6 +408,7 @@ def _conversation_lock(
             key,
             settings.conversation_lock_seconds,
             (remember, settings.dedup_ttl_seconds) if remember else None,
+            (mark[0], mark[1], _MARK_TTL_SECONDS) if mark else None,
         )
         if upstash
         else None
@@ -411,35 +420,35 @@ def _conversation_lock(
             upstash.release_lock(key, token)
 
 
-def _superseded(
+def _burst(
     services: Services,
     msg: InboundMessage,
     conversation_id: str,
     message_id: str,
     state: dict[str, Any],
     deadline: Deadline,
-) -> bool:
-    """Wait for the customer to finish typing; True if a newer message arrived meanwhile.
-    A message that reads as complete does not wait, but still marks itself the newest, so an
-    older fragment that is waiting leaves the burst to it."""
+) -> tuple[bool, tuple[str, str] | None]:
+    """Wait for the customer to finish typing. Returns whether a newer message arrived meanwhile,
+    and the mark (key, value) that makes this message the conversation's newest when it is
+    still to be set: a message that reads as complete does not wait, and its mark rides with
+    the conversation lock, so an older fragment that is waiting leaves the burst to it."""
     configured = services.settings.burst_wait_seconds
     if configured <= 0:
-        return False
+        return False, None
+    mark = (f"latest:{conversation_id}", f"{state['created_us']:020d}:{message_id}")
     media_types = [m.content_type or "" for m in msg.media]
     wait = burst_wait(configured, msg.body, media_types, location=msg.latitude is not None)
-    mine = f"{state['created_us']:020d}:{message_id}"
-    key = f"latest:{conversation_id}"
-    upstash = services.upstash
-    stored = upstash.set_if_newer(key, mine, 300) if upstash else None
     if wait <= 0:
-        return False
+        return False, mark
+    upstash = services.upstash
+    stored = upstash.set_if_newer(mark[0], mark[1], _MARK_TTL_SECONDS) if upstash else None
     services.sleep(min(wait, max(0.0, deadline.remaining() - _AFTER_MODEL_RESERVE * 2)))
-    latest = upstash.get(key) if upstash and stored is not None else None
+    latest = upstash.get(mark[0]) if upstash and stored is not None else None
     if latest is not None:
-        return latest != mine
+        return latest != mark[1], None
     # Redis unavailable: ask the ground truth.
     newest = services.db.value("select public.latest_inbound_id(%s)", (conversation_id,))
-    return str(newest) != message_id
+    return str(newest) != message_id, None
 
 
 class RejectedReply(AssistantError):

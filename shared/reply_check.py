@@ -47,10 +47,18 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
+@lru_cache(maxsize=64)
+def _runs(source: str) -> frozenset[tuple[str, ...]]:
+    """Every run of _LEAK_WORDS words of the instructions (one prompt per advisor: cached)."""
+    words = _words(source)
+    return frozenset(tuple(words[i : i + _LEAK_WORDS]) for i in range(len(words) - _LEAK_WORDS + 1))
+
+
 def _quotes(reply: str, source: str) -> bool:
-    words, reply_text = _words(source), " ".join(_words(reply))
-    runs = (" ".join(words[i : i + _LEAK_WORDS]) for i in range(len(words) - _LEAK_WORDS + 1))
-    return any(run in reply_text for run in runs)
+    words, runs = _words(reply), _runs(source)
+    return any(
+        tuple(words[i : i + _LEAK_WORDS]) in runs for i in range(len(words) - _LEAK_WORDS + 1)
+    )
 
 
 def rejection(

@@ -147,16 +147,23 @@ class Upstash:
         return None if result is None else str(result)
 
     def acquire_lock(
-        self, key: str, ttl_seconds: float, remember: tuple[str, int] | None = None
+        self,
+        key: str,
+        ttl_seconds: float,
+        remember: tuple[str, int] | None = None,
+        newest: tuple[str, str, int] | None = None,
     ) -> str | bool | None:
         """A token if acquired, False if someone else holds it, None if Redis is down.
-        `remember` (seen key, ttl) marks a stored sid in the same round trip."""
+        `remember` (seen key, ttl) marks a stored sid and `newest` (key, value, ttl) does what
+        `set_if_newer` does, in the same round trip."""
         token = uuid.uuid4().hex
 
         def run() -> Any:
             pipeline = self.client.pipeline()
             if remember:
                 pipeline.set(remember[0], "1", ex=remember[1])
+            if newest:
+                pipeline.eval(_SET_IF_NEWER, [newest[0]], [newest[1], str(newest[2])])
             pipeline.set(key, token, nx=True, px=int(ttl_seconds * 1000))
             return pipeline.exec()[-1]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -50,6 +51,8 @@ STATUS_MAP = {
 
 # The typing indicator names a message by its sid: SM… (text) or MM… (media).
 MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-f]{32}$")
+# The environment's HTTP(S)_PROXY, read once per instance.
+_PROXIES = urllib.request.getproxies()
 # It is a courtesy: never worth more than this much waiting, in the background.
 TYPING_TIMEOUT_SECONDS = 2.0
 
@@ -116,7 +119,11 @@ class WhatsApp:
         """This thread's Twilio client."""
         client: Client | None = getattr(self._local, "client", None)
         if client is None:
-            http = TwilioHttpClient(timeout=self._timeout, max_retries=0)
+            http = TwilioHttpClient(timeout=self._timeout, max_retries=0, proxy=_PROXIES)
+            # requests reads the proxy variables from the environment on every call (a fifth
+            # of the SDK's CPU per message): they were read once, above.
+            assert http.session is not None
+            http.session.trust_env = False
             client = Client(*self._auth, http_client=http)
             if self._api_base_url:  # the local emulator stands in for Twilio's API domains
                 client.api.base_url = self._api_base_url

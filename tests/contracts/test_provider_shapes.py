@@ -168,6 +168,34 @@ def test_assistant_reads_openais_shapes() -> None:
         server.stop()
 
 
+def test_assistant_sends_what_the_sdks_create_would_send(fake_openai: FakeOpenAI) -> None:
+    # The reply goes through the SDK's generic POST (no input transform): the body, path and
+    # headers must stay those of `chat.completions.create` for the same request.
+    assistant = Assistant("sk-test", fake_openai.base_url, "gpt-4o-mini", max_retries=0, timeout=5)
+    history: list[dict[str, Any]] = [
+        {"id": "1", "direction": "inbound", "author": "customer", "body": "¿precio?"},
+        {"id": "2", "direction": "outbound", "author": "ai", "body": "¿De qué plan?"},
+        {"id": "3", "direction": "inbound", "author": "customer", "body": "el básico",
+         "media": [{"content_type": "image/jpeg"}]},
+    ]  # fmt: skip
+    try:
+        assistant.reply(
+            "Eres un asistente.", history, images={"3": ["https://example.com/a.jpg"]},
+            turn_context="Context for this turn.", cache_key="conversation-1",
+        )  # fmt: skip
+        ours = fake_openai.requests[-1]
+        assistant.client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=ours["messages"],
+            tools=ours["tools"],
+            prompt_cache_key="conversation-1",
+        )
+        assert fake_openai.requests[-1] == ours
+        assert ours["tools"][0]["function"]["name"] == "handoff_to_human"
+    finally:
+        assistant.close()
+
+
 def test_the_upstash_sdks_private_parts_we_use_are_still_there() -> None:
     """shared/upstash.py bounds the Redis client's httpx client and drives the rate limiter's
     one-command generator (both pinned in pyproject.toml): an SDK update that moves either

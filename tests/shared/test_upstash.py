@@ -72,6 +72,15 @@ def test_lock_semantics(upstash: Upstash) -> None:
     assert isinstance(upstash.acquire_lock("lock:" + key, 5), str)
 
 
+def test_the_lock_carries_the_newest_mark(upstash: Upstash) -> None:
+    key, mark = f"lock:{uuid.uuid4().hex}", f"latest:{uuid.uuid4().hex}"
+    upstash.set_if_newer(mark, "0002", 60)
+    upstash.release_lock(key, str(upstash.acquire_lock(key, 5, newest=(mark, "0001", 60))))
+    assert upstash.get(mark) == "0002"  # an older message does not take the mark
+    assert isinstance(upstash.acquire_lock(key, 5, newest=(mark, "0003", 60)), str)
+    assert upstash.get(mark) == "0003"
+
+
 def test_set_if_newer_keeps_the_largest(upstash: Upstash) -> None:
     key = f"latest:{uuid.uuid4().hex}"
     assert upstash.set_if_newer(key, "0002:b", 60) == "0002:b"
