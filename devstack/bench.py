@@ -40,7 +40,7 @@ import psycopg
 import requests
 from twilio.request_validator import RequestValidator
 
-from devstack import functions, knowledge_bench, postgres
+from devstack import cost_bench, functions, knowledge_bench, postgres
 from devstack.latency_proxy import start_in_own_process
 from devstack.stack import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, Ports, Stack
 
@@ -82,12 +82,17 @@ class Config:
     # Knowledge retrieval: passages in the loaded tenant, ingest_inbound calls timed.
     knowledge_passages: int = 10_000
     knowledge_calls: int = 300
+    # Sections 7-10: messages per CPU row (at cpu_rate), time-to-reply rates and seconds each.
+    cpu_messages: int = 2000
+    cpu_rate: float = 50
+    ttr_rates: list[int] = field(default_factory=lambda: [10, 50])
+    ttr_seconds: float = 20
 
 
 FULL = Config([10, 50, 100, 200], 20, 16, [10_000, 1_000_000], 50, [1, 2, 4, 8], 5, 300, 300)
 QUICK = Config(
     [50], 3, 8, [1_000, 10_000], 50, [1, 4], 1.5, 50, 50, label="quick", network_rates=[50],
-    count_database_round_trips=False,
+    count_database_round_trips=False, cpu_messages=200, ttr_rates=[10], ttr_seconds=4,
 )  # fmt: skip
 # For the test that keeps this code from rotting: numbers, not settled ones.
 TINY = Config(
@@ -105,6 +110,10 @@ TINY = Config(
     stats_settle_seconds=0,
     knowledge_passages=200,
     knowledge_calls=20,
+    cpu_messages=20,
+    cpu_rate=20,
+    ttr_rates=[5],
+    ttr_seconds=1,
 )
 
 
@@ -563,6 +572,7 @@ def run(config: Config, output: Path | None) -> dict[str, Any]:
         "config": config,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    began = time.monotonic()
     processes: list[Any] = []
     proxies: list[Any] = []
     with (
@@ -628,6 +638,15 @@ def run(config: Config, output: Path | None) -> dict[str, Any]:
                 for rate in config.network_rates
             ]
 
+            logs = tmp / "logs"
+            report["cpu"] = cost_bench.cpu_per_message(
+                stack, logs, SERVER_SETTINGS, config.cpu_messages, config.cpu_rate
+            )
+            report["burst"] = cost_bench.burst_report()
+            report["ttr"] = cost_bench.time_to_reply(
+                stack, logs, config.ttr_rates, config.ttr_seconds
+            )
+            report["tokens"] = cost_bench.token_report(stack, ours.url)
             report["growth"] += [grow_and_measure(size) for size in config.sizes[1:]]
             report["knowledge"] = knowledge_bench.retrieval_quality(stack.database_url)
             report["knowledge"].update(
@@ -642,6 +661,7 @@ def run(config: Config, output: Path | None) -> dict[str, Any]:
             for proxy in proxies:
                 proxy.terminate()
         report["versions"] = _versions(stack.database_url)
+    report["seconds"] = time.monotonic() - began
     if output:
         output.write_text(render(report))
     return report
@@ -797,6 +817,8 @@ def render(report: dict[str, Any]) -> str:
         "## 6. Knowledge retrieval (`devstack/knowledge_bench.py`, fixture `devstack/knowledge_fixture.py`)",
         "",
         *knowledge_lines(report["knowledge"]),
+        "",
+        *cost_bench.render(report, report["seconds"]),
         "",
         "## Reading",
         "",

@@ -77,6 +77,8 @@ class FakeOpenAI:
         self.transcriptions: list[bytes] = []
         self.speeches: list[dict[str, Any]] = []
         self.speech_delay = 0.0
+        # How long an unscripted completion takes (benchmarks give the model a latency).
+        self.completion_delay = 0.0
         self.holds: list[threading.Event] = []
         self._cache: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
@@ -142,6 +144,7 @@ class FakeOpenAI:
             step = self._script.popleft() if self._script else None
         if step is None:
             step = offline_step(body.get("messages", []))
+            step.delay = self.completion_delay
         if step.delay:
             time.sleep(step.delay)
         if step.hold is not None:

@@ -249,6 +249,7 @@ class TwilioEmulator:
             "content_sid": next(iter(form.get("ContentSid", [])), None),
             "content_variables": next(iter(form.get("ContentVariables", [])), None),
             "status_callback": next(iter(form.get("StatusCallback", [])), None),
+            "received_monotonic": time.monotonic(),  # benchmarks time replies with it
         }
         with self._lock:
             self.messages.append(record)

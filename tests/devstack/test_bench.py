@@ -61,6 +61,43 @@ def test_bench_code_path_produces_numbers(
     assert (
         0 < knowledge["recall_at_4"] <= 1 and knowledge["passages"] == bench.TINY.knowledge_passages
     )
+    # Sections 7-10: every CPU row measured its messages; paused messages got no reply; the
+    # callbacks row received Twilio's three callbacks per reply; every question was answered.
+    cpu = {row["path"]: row for row in report["cpu"]}
+    assert all(
+        row["messages"] == bench.TINY.cpu_messages and row["errors"] == 0 for row in cpu.values()
+    )
+    assert all(row["cpu_ms_per_message"] > 0 for row in cpu.values())
+    assert cpu["stored only, AI paused (bench settings)"]["replies"] == 0
+    with_callbacks = cpu["AI-answered, dev defaults, with delivery callbacks"]
+    assert with_callbacks["callbacks"] == 3 * with_callbacks["replies"] > 0
+    assert all(row["replied"] == row["questions"] > 0 for row in report["ttr"])
+    tokens = report["tokens"]
+    assert tokens["turns"] >= 10 and 0 < tokens["prefix_share_from_turn_3"] <= 1
     text = output.read_text()
     assert "## 1. Overhead per inbound message" in text and "## Reading" in text
+    assert "## 10. Model input per reply" in text
     assert "## 6. Knowledge retrieval" in text and "recall@4" in text
+
+
+def test_the_burst_replay_follows_the_webhooks_rules() -> None:
+    from devstack.cost_bench import replay
+
+    def wait_all(text: str) -> float:
+        return 1.5
+
+    def no_wait(text: str) -> float:
+        return 0.0
+
+    burst = [(0.0, "hola"), (1.0, "una pregunta"), (1.0, "¿precio?")]
+    assert replay(burst, wait_all, redo=False) == (1, 1.5, 1)  # each superseded in time
+    spread = [(0.0, "hola"), (2.0, "¿precio?")]
+    assert replay(spread, wait_all, redo=False)[0] == 2  # the gap outlasted the wait
+    # Without a wait the first is answered at once; what arrives while the model works is
+    # answered by the holder in one turn after it...
+    quick = [(0.0, "hola"), (0.3, "una pregunta"), (0.3, "¿precio?")]
+    replies, wait, calls = replay(quick, no_wait, redo=False)
+    assert (replies, calls) == (2, 2) and abs(wait - 0.2) < 1e-9
+    # ...unless the first reply is refused for missing them: one reply, two model calls.
+    replies, wait, calls = replay(quick, no_wait, redo=True)
+    assert (replies, calls) == (1, 2) and abs(wait - 0.8 + 0.6) < 1e-9

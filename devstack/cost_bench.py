@@ -1,0 +1,515 @@
+"""`make bench`, sections 7 to 10: the webhook's CPU per message, the wait a burst adds, the
+time to the reply, and the model input each reply pays for.
+
+- CPU: the webhook process's own CPU time (psutil, gunicorn master and worker) over a run of
+  messages from a separate load process, with the stand-ins and databases in other processes.
+- Burst wait: a replay of devstack/conversation_fixture.py's sequences through the wait rule of
+  shared/burst.py and the webhook's answering rules (newest message answers, one holder per
+  conversation, what arrives meanwhile is answered after), against the old rule (every message
+  waited BURST_WAIT_SECONDS).
+- Time to reply: from the moment the load process posts a single complete question to the
+  moment Twilio's stand-in receives the reply, minus the model stand-in's fixed latency, with
+  Postgres and Redis behind the 1 ms-each-way latency proxy.
+- Tokens: the requests the model stand-in received for the fixture conversations, counted with
+  bpe-openai's o200k_base vocabulary (shipped with the package; the encoding of the GPT-4o and
+  GPT-4.1 families), and the share of each request that repeats the previous one's beginning.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+import requests
+from twilio.request_validator import RequestValidator
+
+from devstack import functions, postgres
+from devstack.conversation_fixture import BURSTS, CONVERSATIONS, FIXTURE, Sequence
+from devstack.latency_proxy import start_in_own_process
+from devstack.stack import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, Stack
+from shared.burst import burst_wait
+
+MODEL_SECONDS = 0.8  # the model stand-in's latency in the time-to-reply runs
+BURST_WAIT = 1.5  # the default BURST_WAIT_SECONDS
+QUESTIONS = ["¿Cuánto cuesta el plan básico?", "¿Tienen envíos a Cali?",
+             "¿A qué hora abren el sábado?", "¿El precio incluye IVA?"]  # fmt: skip
+MIXED = ["Hola", "¿Precio del plan?", "¿Horario del sábado?", "Gracias"]  # as sections 1-5
+
+
+@dataclass(frozen=True)
+class Served:
+    url: str
+    process: Any
+
+    @property
+    def psutil(self) -> psutil.Process:
+        return psutil.Process(self.process.pid)
+
+
+def _tree_cpu(process: psutil.Process) -> float:
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def serve_webhook(stack: Stack, logs: Path, tag: str, settings: dict[str, str]) -> Served:
+    port = functions.free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**stack.env, **settings, "WEBHOOK_PUBLIC_URL": url}
+    process = functions.serve("webhook", port, env, log_path=logs / f"webhook-{tag}.log")
+    functions.wait_until_listening(port, process)
+    return Served(url, process)
+
+
+# -- load: signed forms posted at a fixed rate from a process of its own --------------------------
+def signed_forms(
+    url: str, senders: list[str], advisors: list[str], bodies: list[str], count: int, seed: int
+) -> list[tuple[dict[str, str], str]]:
+    rng = random.Random(seed)
+    validator = RequestValidator(DEV_AUTH_TOKEN)
+    out = []
+    for i in range(count):
+        sid = "SM" + uuid.uuid4().hex
+        form = {
+            "MessageSid": sid, "SmsMessageSid": sid, "AccountSid": DEV_ACCOUNT_SID,
+            "From": f"whatsapp:{senders[i % len(senders)]}", "To": f"whatsapp:{rng.choice(advisors)}",
+            "Body": rng.choice(bodies), "NumMedia": "0", "ProfileName": "Bench", "ApiVersion": "2010-04-01",
+        }  # fmt: skip
+        out.append((form, validator.compute_signature(url, form)))
+    return out
+
+
+def _post_all(url: str, forms: list[tuple[dict[str, str], str]], rate: float, results: Any) -> None:
+    """Open loop: form i is posted at start + i/rate; sends (From, posted at, ok) per form, with
+    time.monotonic() (one clock for every process of the machine)."""
+    local = threading.local()
+    sent: list[tuple[str, float, bool]] = []
+    lock = threading.Lock()
+
+    def post(form: dict[str, str], signature: str) -> None:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        posted = time.monotonic()
+        try:
+            ok = session.post(
+                url, data=form, headers={"X-Twilio-Signature": signature}, timeout=60
+            ).ok
+        except requests.RequestException:
+            ok = False
+        with lock:
+            sent.append((form["From"], posted, ok))
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=256) as pool:
+        for i, (form, signature) in enumerate(forms):
+            delay = started + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(post, form, signature)
+    results.send(sent)
+
+
+def post_all(
+    url: str, forms: list[tuple[dict[str, str], str]], rate: float
+) -> list[tuple[str, float, bool]]:
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_post_all, args=(url, forms, rate, sender))
+    process.start()
+    sent: list[tuple[str, float, bool]] = receiver.recv()
+    process.join()
+    return sent
+
+
+def _eventually(condition: Callable[[], bool], seconds: float = 120) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+# -- 7. CPU per message -----------------------------------------------------------------------------
+def _customers(count: int, prefix: str) -> list[str]:
+    return [f"{prefix}{n:07d}" for n in range(count)]
+
+
+def _advisor_numbers(stack: Stack) -> list[str]:
+    with psycopg.connect(stack.database_url) as conn:
+        rows = conn.execute("select twilio_phone_number from advisors where is_active").fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def _pause_conversations(stack: Stack, customers: list[str]) -> None:
+    """The AI paused for these customers with every advisor: their messages are only stored."""
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into conversations (tenant_id, advisor_id, customer_phone, ai_attention)"
+            " select a.tenant_id, a.id, c, false from advisors a, unnest(%s::text[]) c"
+            " where a.is_active on conflict do nothing",
+            (customers,),
+        )
+        conn.execute(
+            "update conversations set ai_attention = false where customer_phone = any(%s)",
+            (customers,),
+        )
+
+
+def cpu_run(
+    stack: Stack, served: Served, bodies: list[str], customers: list[str], messages: int,
+    rate: float, callbacks: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """CPU of the webhook process per inbound message (and the callbacks it then received)."""
+    twilio = stack.twilio
+    assert twilio
+    advisors = _advisor_numbers(stack)
+    forms = signed_forms(served.url, customers, advisors, bodies, messages, seed=len(bodies))
+    twilio.callback_statuses = ("sent", "delivered", "read") if callbacks else ()
+    process = served.psutil
+    callbacks_before, sends_before = len(twilio.callbacks), len(twilio.messages)
+    before = _tree_cpu(process)
+    sent = post_all(served.url, forms, rate)
+    sends = len(twilio.messages) - sends_before
+    if callbacks:  # every reply's three callbacks, received and answered
+        _eventually(lambda: len(twilio.callbacks) - callbacks_before >= 3 * sends)
+    cpu_ms = (_tree_cpu(process) - before) * 1000
+    twilio.callback_statuses = ()
+    received = len(twilio.callbacks) - callbacks_before
+    return {
+        "messages": len(sent), "errors": sum(not ok for _, _, ok in sent), "replies": sends,
+        "callbacks": received, "cpu_ms_total": cpu_ms, "cpu_ms_per_message": cpu_ms / max(len(sent), 1),
+    }  # fmt: skip
+
+
+def cpu_per_message(stack: Stack, logs: Path, bench_settings: dict[str, str], messages: int,
+                    rate: float) -> list[dict[str, Any]]:  # fmt: skip
+    """The bench's path (burst wait 0, no callbacks): AI-answered and stored-only messages; then
+    the dev stack's defaults (adaptive burst wait, typing indicator) without and with the
+    delivery callbacks, whose own cost is the difference per callback received."""
+    rows: list[dict[str, Any]] = []
+    served = serve_webhook(stack, logs, "cpu", bench_settings)
+    try:
+        warm = _customers(200, "+5731")
+        post_all(
+            served.url, signed_forms(served.url, warm, _advisor_numbers(stack), MIXED, 100, 1), 50
+        )
+        rows.append({"path": "AI-answered (bench settings)",
+                     **cpu_run(stack, served, MIXED, _customers(2000, "+5732"), messages, rate)})  # fmt: skip
+        paused = _customers(300, "+5733")
+        _pause_conversations(stack, paused)
+        rows.append({"path": "stored only, AI paused (bench settings)",
+                     **cpu_run(stack, served, MIXED, paused, messages, rate)})  # fmt: skip
+    finally:
+        functions.stop(served.process)
+    # The dev stack's defaults; more threads so waiting fragments never queue the load.
+    defaults = {"THREADS": "64", "RATE_LIMIT_CUSTOMER_PER_MINUTE": "100000",
+                "RATE_LIMIT_ADVISOR_PER_MINUTE": "1000000", "GUNICORN_LOG_LEVEL": "error"}  # fmt: skip
+    served = serve_webhook(stack, logs, "defaults", defaults)
+    try:
+        post_all(
+            served.url,
+            signed_forms(
+                served.url, _customers(200, "+5734"), _advisor_numbers(stack), MIXED, 100, 2
+            ),
+            50,
+        )
+        plain = cpu_run(stack, served, MIXED, _customers(2000, "+5735"), messages, rate)
+        rows.append({"path": "AI-answered, dev defaults, no callbacks", **plain})
+        with_callbacks = cpu_run(stack, served, MIXED, _customers(2000, "+5736"), messages, rate,
+                                 callbacks=True)  # fmt: skip
+        per_callback = (with_callbacks["cpu_ms_total"] - plain["cpu_ms_total"] * with_callbacks["messages"]
+                        / max(plain["messages"], 1)) / max(with_callbacks["callbacks"], 1)  # fmt: skip
+        rows.append({"path": "AI-answered, dev defaults, with delivery callbacks", **with_callbacks,
+                     "cpu_ms_per_callback": per_callback})  # fmt: skip
+    finally:
+        functions.stop(served.process)
+    return rows
+
+
+# -- 8. Burst wait on the fixture ------------------------------------------------------------------
+def replay(
+    sequence: Sequence, wait_for: Callable[[str], float], redo: bool, model: float = MODEL_SECONDS
+) -> tuple[int, float, int]:
+    """(replies, added wait, model calls) for one sequence under a wait rule, following the
+    webhook's rules: a waiting message that a newer one superseded does not answer; one holder
+    per conversation, which answers after its reply whatever arrived meanwhile, in one turn; a
+    turn whose messages were all answered already sends nothing; with `redo` (commit_reply's
+    `newer_message` refusal), a reply is not sent when a message arrived while the model worked,
+    and the holder asks again with the whole turn. Added wait: from the last message to the
+    start of the turn that answers it."""
+    times, at = [], 0.0
+    for gap, _ in sequence:
+        at += gap
+        times.append(at)
+
+    def newest_by(moment: float) -> int:
+        return max(i for i, t in enumerate(times) if t <= moment)
+
+    triggers = []
+    for i, (_, text) in enumerate(sequence):
+        ready = times[i] + wait_for(text)
+        if not any(times[i] < later <= ready for later in times[i + 1 :]):
+            triggers.append(ready)
+    answered = -1  # index of the last message a reply covered
+    busy_until, replies, calls, last_start = 0.0, 0, 0, 0.0
+    for ready in sorted(triggers):
+        start = max(ready, busy_until)
+        covered = newest_by(start)
+        if covered <= answered:
+            continue
+        calls += 1
+        while redo and newest_by(start + model) > covered:  # refused: ask again with all of it
+            start, covered, calls = start + model, newest_by(start + model), calls + 1
+        replies, answered, last_start = replies + 1, covered, start
+        busy_until = start + model
+    return replies, last_start - times[-1], calls
+
+
+def burst_report() -> dict[str, Any]:
+    rules: dict[str, tuple[Callable[[str], float], bool]] = {
+        "before: every message waits": (lambda text: BURST_WAIT, False),
+        "now: fragments wait, complete messages do not; a reply that missed a newer message"
+        " is asked again": (lambda text: burst_wait(BURST_WAIT, text), True),
+    }
+    report: dict[str, Any] = {"sequences": len(FIXTURE), "bursts": len(BURSTS), "rules": []}
+    for name, (rule, redo) in rules.items():
+        results = [replay(sequence, rule, redo) for sequence in FIXTURE]
+        bursts = [replay(sequence, rule, redo) for sequence in BURSTS]
+        report["rules"].append({
+            "rule": name,
+            "mean_added_wait_s": sum(w for _, w, _ in results) / len(results),
+            "answered_once": sum(r == 1 for r, _, _ in results) / len(results),
+            "bursts_answered_once": sum(r == 1 for r, _, _ in bursts) / len(bursts),
+            "model_calls": sum(c for _, _, c in results),
+        })  # fmt: skip
+    return report
+
+
+# -- 9. Time to reply ------------------------------------------------------------------------------
+def time_to_reply(
+    stack: Stack, logs: Path, rates: list[int], seconds: float
+) -> list[dict[str, Any]]:
+    """Single complete questions, each from a new customer, with the model taking MODEL_SECONDS
+    and Postgres and Redis 1 ms away each way; default settings otherwise (burst wait on)."""
+    assert stack.twilio and stack.model and stack.bridge
+    params = psycopg.conninfo.conninfo_to_dict(stack.database_url)
+    host = str(params.get("host") or "127.0.0.1")
+    port = int(params.get("port") or 5432)
+    socket = Path(host) / f".s.PGSQL.{port}" if host.startswith("/") else None
+    pg_port, pg_proxy = start_in_own_process(0.001, host, port, socket)
+    redis_port, redis_proxy = start_in_own_process(0.001, "127.0.0.1", stack.bridge.server.port)
+    via = {"host": "127.0.0.1", "port": str(pg_port)}
+    settings = {
+        "DATABASE_URL": postgres.with_params(stack.env["DATABASE_URL"], **via),
+        "UPSTASH_REDIS_REST_URL": f"http://127.0.0.1:{redis_port}",
+        "THREADS": "128", "DATABASE_POOL_SIZE": "8", "GUNICORN_LOG_LEVEL": "error",
+        "RATE_LIMIT_CUSTOMER_PER_MINUTE": "100000", "RATE_LIMIT_ADVISOR_PER_MINUTE": "1000000",
+    }  # fmt: skip
+    served = serve_webhook(stack, logs, "ttr", settings)
+    stack.model.completion_delay = MODEL_SECONDS
+    rows = []
+    try:
+        advisors = _advisor_numbers(stack)
+        post_all(
+            served.url,
+            signed_forms(served.url, _customers(50, "+5737"), advisors, QUESTIONS, 50, 3),
+            25,
+        )
+        for n, rate in enumerate(rates):
+            customers = _customers(int(rate * seconds), f"+57{38 + n}")
+            forms = signed_forms(served.url, customers, advisors, QUESTIONS, len(customers), 4)
+            start = len(stack.twilio.messages)
+            sent = post_all(served.url, forms, rate)
+            replied = {m["to"]: m["received_monotonic"] for m in stack.twilio.messages[start:]}
+            added = sorted((replied[who] - posted - MODEL_SECONDS) * 1000
+                           for who, posted, ok in sent if ok and who in replied)  # fmt: skip
+            rows.append({
+                "rate": rate, "questions": len(sent), "replied": len(added),
+                "p50": _percentile(added, 50), "p95": _percentile(added, 95), "p99": _percentile(added, 99),
+            })  # fmt: skip
+    finally:
+        stack.model.completion_delay = 0.0
+        functions.stop(served.process)
+        pg_proxy.terminate()
+        redis_proxy.terminate()
+    return rows
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+# -- 10. Tokens ------------------------------------------------------------------------------------
+def _request_text(body: dict[str, Any]) -> str:
+    """The request as the provider reads it, in order: tools, then each message."""
+    parts = [json.dumps(body.get("tools") or [], ensure_ascii=False, sort_keys=True)]
+    for message in body.get("messages", []):
+        content = message.get("content")
+        text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+        parts.append(f"<{message.get('role')}>{text}")
+    return "\n".join(parts)
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def token_report(stack: Stack, webhook_url: str) -> dict[str, Any]:
+    """Drive CONVERSATIONS turn by turn through the webhook (burst wait 0: each request returns
+    after its reply) and read what the model was sent."""
+    import bpe_openai  # loads its vocabulary when imported: only here
+
+    assert stack.model
+    encoding = bpe_openai.get_encoding("o200k_base")
+    advisor = _advisor_numbers(stack)[0]
+    validator = RequestValidator(DEV_AUTH_TOKEN)
+    per_turn: list[list[dict[str, float]]] = []
+    with requests.Session() as session:
+        for n, conversation in enumerate(CONVERSATIONS):
+            customer = f"+5745{n:07d}"
+            first = len(stack.model.requests)
+            for text in conversation:
+                sid = "SM" + uuid.uuid4().hex
+                form = {"MessageSid": sid, "AccountSid": DEV_ACCOUNT_SID, "From": f"whatsapp:{customer}",
+                        "To": f"whatsapp:{advisor}", "Body": text, "NumMedia": "0"}  # fmt: skip
+                signature = validator.compute_signature(webhook_url, form)
+                session.post(webhook_url, data=form, headers={"X-Twilio-Signature": signature},
+                             timeout=30).raise_for_status()  # fmt: skip
+            texts = [_request_text(body) for body in stack.model.requests[first:]]
+            rows = []
+            for i, text in enumerate(texts):
+                shared = _common_prefix(text, texts[i - 1]) if i else 0
+                rows.append({"tokens": len(encoding.encode(text)), "chars": len(text),
+                             "prefix_share": shared / len(text)})  # fmt: skip
+            per_turn.append(rows)
+    turns = min(len(rows) for rows in per_turn)
+    by_turn = [
+        {
+            "turn": t + 1,
+            "tokens": sum(rows[t]["tokens"] for rows in per_turn) / len(per_turn),
+            "prefix_share": sum(rows[t]["prefix_share"] for rows in per_turn) / len(per_turn),
+            "min_prefix_share": min(rows[t]["prefix_share"] for rows in per_turn),
+        }
+        for t in range(turns)
+    ]
+    from_third = [rows[t]["prefix_share"] for rows in per_turn for t in range(2, len(rows))]
+    return {
+        "conversations": len(per_turn), "turns": turns, "by_turn": by_turn,
+        "mean_tokens": sum(r["tokens"] for rows in per_turn for r in rows) / sum(map(len, per_turn)),
+        "prefix_share_from_turn_3": sum(from_third) / len(from_third),
+        "min_prefix_share_from_turn_3": min(from_third),
+        "max_tokens": max(r["tokens"] for rows in per_turn for r in rows),
+    }  # fmt: skip
+
+
+# -- the report ------------------------------------------------------------------------------------
+# The run these figures replace (BENCHMARKS.md of 2026-12-06T16:13:56Z, same machine kind): the
+# webhook's CPU at 50 msg/s from its section 1; the stored-only and dev-defaults figures were
+# then measured from outside the process only, as the cost issue reports them.
+BASELINE = {
+    "AI-answered (bench settings)": "10.26 (section 1 at 50 msg/s)",
+    "stored only, AI paused (bench settings)": "about 2.7 (measured from outside)",
+    "AI-answered, dev defaults, no callbacks": "13 to 16 with callbacks (measured from outside)",
+    "AI-answered, dev defaults, with delivery callbacks": "13 to 16 (measured from outside)",
+}
+
+
+def _f(value: float, digits: int = 1) -> str:
+    return "—" if value != value else f"{value:.{digits}f}"
+
+
+def render(report: dict[str, Any], seconds: float) -> list[str]:
+    lines = ["## 7. CPU per message (the webhook process's own CPU time)", ""]
+    lines += [
+        "Each row posts its messages from a separate process at a fixed rate; the webhook runs alone in"
+        " its gunicorn process (1 worker), the stand-ins, the databases and the load elsewhere. Bench"
+        " settings: burst wait 0, no delivery callbacks, 8 threads. Dev defaults: adaptive burst wait"
+        " 1.5 s, typing indicator, 64 threads (a waiting fragment holds a thread), rate limits raised.",
+        "",
+        "| path | messages | errors | replies | callbacks received | CPU ms per message | per callback | before (ms per message) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for row in report["cpu"]:
+        lines.append(
+            f"| {row['path']} | {row['messages']} | {row['errors']} | {row['replies']} | {row['callbacks']} |"
+            f" {row['cpu_ms_per_message']:.2f} | {_f(row.get('cpu_ms_per_callback', float('nan')), 2)} |"
+            f" {BASELINE.get(row['path'], '—')} |"
+        )
+    burst = report["burst"]
+    lines += [
+        "",
+        f"## 8. Burst wait on the fixture ({burst['sequences']} sequences, {burst['bursts']} of them bursts;"
+        " devstack/conversation_fixture.py)",
+        "",
+        "Replayed through the webhook's answering rules with a model that takes"
+        f" {MODEL_SECONDS:g} s; added wait is from the sequence's last message to the start of the turn"
+        " that answers it.",
+        "",
+        "| rule | mean added wait s | sequences answered once | bursts answered once | model calls |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {r['rule']} | {r['mean_added_wait_s']:.2f} | {r['answered_once']:.0%} |"
+            f" {r['bursts_answered_once']:.0%} | {r['model_calls']} |"
+            for r in burst["rules"]
+        ],
+        "",
+        f"## 9. Time to reply (single complete questions, model stand-in {MODEL_SECONDS * 1000:.0f} ms,"
+        " Postgres and Redis 2 ms per round trip)",
+        "",
+        "From the load process posting the question to Twilio's stand-in receiving the reply, minus the"
+        " model's latency; the typing indicator is sent before the model call. Before: every reply first"
+        " waited BURST_WAIT_SECONDS (1.5 s), so at least 1,500 ms were added by construction.",
+        "",
+        "| rate (msg/s) | questions | replied | added p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {r['rate']} | {r['questions']} | {r['replied']} | {_f(r['p50'])} | {_f(r['p95'])} | {_f(r['p99'])} |"
+            for r in report["ttr"]
+        ],
+    ]  # fmt: skip
+    tokens = report["tokens"]
+    lines += [
+        "",
+        f"## 10. Model input per reply ({tokens['conversations']} fixture conversations of"
+        f" {tokens['turns']} turns; o200k_base tokens counted with bpe-openai)",
+        "",
+        f"Mean {tokens['mean_tokens']:.0f} input tokens per request, at most {tokens['max_tokens']}; from"
+        f" turn 3 on, {tokens['prefix_share_from_turn_3']:.0%} of each request's characters repeat the"
+        f" previous request's beginning on average (lowest {tokens['min_prefix_share_from_turn_3']:.0%},"
+        " at a history trim). The provider caches only prompts of 1,024 tokens or more.",
+        "",
+        "| turn | input tokens (mean) | prefix share (mean) | lowest |",
+        "|---|---|---|---|",
+        *[
+            f"| {r['turn']} | {r['tokens']:.0f} | {r['prefix_share']:.0%} | {r['min_prefix_share']:.0%} |"
+            for r in tokens["by_turn"]
+        ],
+        "",
+        f"This run took {seconds / 60:.1f} minutes.",
+    ]  # fmt: skip
+    return lines
