@@ -42,6 +42,7 @@ from twilio.request_validator import RequestValidator
 
 from devstack import cost_bench, functions, knowledge_bench, postgres
 from devstack.latency_proxy import start_in_own_process
+from devstack.measuring import percentile, tree_cpu
 from devstack.stack import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, Ports, Stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +93,7 @@ class Config:
 FULL = Config([10, 50, 100, 200], 20, 16, [10_000, 1_000_000], 50, [1, 2, 4, 8], 5, 300, 300)
 QUICK = Config(
     [50], 3, 8, [1_000, 10_000], 50, [1, 4], 1.5, 50, 50, label="quick", network_rates=[50],
-    count_database_round_trips=False, cpu_messages=200, ttr_rates=[10], ttr_seconds=4,
+    count_database_round_trips=False, cpu_messages=150, ttr_rates=[10], ttr_seconds=3,
 )  # fmt: skip
 # For the test that keeps this code from rotting: numbers, not settled ones.
 TINY = Config(
@@ -219,25 +220,6 @@ def drive(
 
 
 # -- measuring ------------------------------------------------------------------------------------
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
-    return ordered[index]
-
-
-def _tree_cpu(process: psutil.Process) -> float:
-    total = 0.0
-    for p in [process, *process.children(recursive=True)]:
-        try:
-            times = p.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 @dataclass
 class Probe:
     """CPU and round-trip counters around one measured load."""
@@ -265,8 +247,8 @@ class Probe:
         assert self.stack.bridge
         self.marks = {
             "xacts": self._xacts() if self.counting else 0, "redis": self.stack.bridge.requests,
-            "cpu_webhook": _tree_cpu(self.webhook),
-            "cpu_postgres": _tree_cpu(self.postgres) if self.postgres else 0.0,
+            "cpu_webhook": tree_cpu(self.webhook),
+            "cpu_postgres": tree_cpu(self.postgres) if self.postgres else 0.0,
         }  # fmt: skip
 
     def stop(self, messages: int) -> dict[str, float]:
@@ -277,8 +259,8 @@ class Probe:
         return {
             "pg_round_trips": xacts / n,
             "redis_round_trips": (self.stack.bridge.requests - self.marks["redis"]) / n,
-            "cpu_webhook_ms": (_tree_cpu(self.webhook) - self.marks["cpu_webhook"]) * 1000 / n,
-            "cpu_postgres_ms": ((_tree_cpu(self.postgres) - self.marks["cpu_postgres"]) * 1000 / n)
+            "cpu_webhook_ms": (tree_cpu(self.webhook) - self.marks["cpu_webhook"]) * 1000 / n,
+            "cpu_postgres_ms": ((tree_cpu(self.postgres) - self.marks["cpu_postgres"]) * 1000 / n)
             if self.postgres else float("nan"),
         }  # fmt: skip
 

@@ -5,8 +5,8 @@ text): single complete questions, and bursts of 2 to 4 messages 0.3 to 2 s apart
 people type on a phone (greeting first, the question last; sometimes an afterthought after a
 complete question; sometimes only fragments).
 
-CONVERSATIONS: the customer's side of longer conversations (10+ turns each), one message per
-turn, for the token report.
+CONVERSATIONS: the customer's side of longer conversations (20 turns each, longer than the
+model's history window), one message per turn, for the token report.
 """
 
 from __future__ import annotations
@@ -79,6 +79,14 @@ CONVERSATIONS: list[list[str]] = [
         "¿Puedo cambiar de plan después?",
         "¿Cómo me inscribo?",
         "¿Necesitan algún documento?",
+        "¿La cédula sirve?",
+        "¿Cuándo empieza a funcionar el plan?",
+        "¿El primer mes se paga completo?",
+        "¿Me llega la factura al correo?",
+        "¿Puedo agregar a mi mamá después?",
+        "¿Tiene costo adicional?",
+        "¿Cómo los contacto si tengo un problema?",
+        "¿Atienden también los domingos?",
         "Perfecto, gracias por la información.",
     ],
     [
@@ -93,6 +101,14 @@ CONVERSATIONS: list[list[str]] = [
         "¿Por dónde la puedo consultar?",
         "¿Y si no llega esta semana?",
         "Listo, quedo atento.",
+        "¿Me avisan cuando lo despachen?",
+        "¿Por WhatsApp o por correo?",
+        "¿Puedo cambiar la franja de entrega?",
+        "Prefiero en la tarde.",
+        "¿El mensajero llama antes de llegar?",
+        "¿Y si no estoy en casa?",
+        "¿Puede recibir el portero?",
+        "Vale, le aviso al portero.",
         "Muchas gracias por la ayuda.",
     ],
     [
@@ -107,6 +123,14 @@ CONVERSATIONS: list[list[str]] = [
         "El NIT se los envío después.",
         "¿Puedo pagar la mitad al pedir y la mitad al recibir?",
         "¿Me envían la cotización por correo?",
+        "¿Cuánto tiempo es válida la cotización?",
+        "¿Tienen también escritorios?",
+        "¿Los escritorios de 1,20 m cuánto valen?",
+        "¿Si llevo sillas y escritorios el descuento aumenta?",
+        "¿Hacen visita técnica para medir?",
+        "¿La visita tiene costo?",
+        "¿Qué días pueden venir?",
+        "El jueves en la mañana nos sirve.",
         "Gracias, espero la cotización.",
     ],
 ]

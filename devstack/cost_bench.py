@@ -37,6 +37,7 @@ from twilio.request_validator import RequestValidator
 from devstack import functions, postgres
 from devstack.conversation_fixture import BURSTS, CONVERSATIONS, FIXTURE, Sequence
 from devstack.latency_proxy import start_in_own_process
+from devstack.measuring import percentile, tree_cpu
 from devstack.stack import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, Stack
 from shared.burst import burst_wait
 
@@ -55,17 +56,6 @@ class Served:
     @property
     def psutil(self) -> psutil.Process:
         return psutil.Process(self.process.pid)
-
-
-def _tree_cpu(process: psutil.Process) -> float:
-    total = 0.0
-    for p in [process, *process.children(recursive=True)]:
-        try:
-            times = p.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def serve_webhook(stack: Stack, logs: Path, tag: str, settings: dict[str, str]) -> Served:
@@ -184,12 +174,12 @@ def cpu_run(
     twilio.callback_statuses = ("sent", "delivered", "read") if callbacks else ()
     process = served.psutil
     callbacks_before, sends_before = len(twilio.callbacks), len(twilio.messages)
-    before = _tree_cpu(process)
+    before = tree_cpu(process)
     sent = post_all(served.url, forms, rate)
     sends = len(twilio.messages) - sends_before
     if callbacks:  # every reply's three callbacks, received and answered
         _eventually(lambda: len(twilio.callbacks) - callbacks_before >= 3 * sends)
-    cpu_ms = (_tree_cpu(process) - before) * 1000
+    cpu_ms = (tree_cpu(process) - before) * 1000
     twilio.callback_statuses = ()
     received = len(twilio.callbacks) - callbacks_before
     return {
@@ -342,7 +332,7 @@ def time_to_reply(
                            for who, posted, ok in sent if ok and who in replied)  # fmt: skip
             rows.append({
                 "rate": rate, "questions": len(sent), "replied": len(added),
-                "p50": _percentile(added, 50), "p95": _percentile(added, 95), "p99": _percentile(added, 99),
+                "p50": percentile(added, 50), "p95": percentile(added, 95), "p99": percentile(added, 99),
             })  # fmt: skip
     finally:
         stack.model.completion_delay = 0.0
@@ -350,13 +340,6 @@ def time_to_reply(
         pg_proxy.terminate()
         redis_proxy.terminate()
     return rows
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 # -- 10. Tokens ------------------------------------------------------------------------------------
@@ -500,8 +483,9 @@ def render(report: dict[str, Any], seconds: float) -> list[str]:
         "",
         f"Mean {tokens['mean_tokens']:.0f} input tokens per request, at most {tokens['max_tokens']}; from"
         f" turn 3 on, {tokens['prefix_share_from_turn_3']:.0%} of each request's characters repeat the"
-        f" previous request's beginning on average (lowest {tokens['min_prefix_share_from_turn_3']:.0%},"
-        " at a history trim). The provider caches only prompts of 1,024 tokens or more.",
+        f" previous request's beginning on average (lowest {tokens['min_prefix_share_from_turn_3']:.0%});"
+        " the history window (HISTORY_LIMIT 20: 20 to 30 messages, its start moving 10 at a time)"
+        " bounds the input. The provider caches only prompts of 1,024 tokens or more.",
         "",
         "| turn | input tokens (mean) | prefix share (mean) | lowest |",
         "|---|---|---|---|",
