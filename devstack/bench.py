@@ -465,7 +465,7 @@ def profile_hot_path(
     stats = pstats.Stats(profiler, stream=io.StringIO())
     groups = {
         "Postgres (psycopg execute)": ("psycopg", "execute"),
-        "OpenAI SDK call (stand-in)": ("openai", "create"),
+        "OpenAI SDK call (stand-in)": ("openai", "post"),
         "Twilio REST call (stand-in)": ("twilio", "create"),
         "Upstash REST calls": ("upstash_redis", "exec"),
         "Upstash lock/eval": ("upstash_redis", "eval"),
