@@ -219,6 +219,32 @@ def test_hot_path_is_three_redis_round_trips(
     assert len(twilio_api.sent) == 2
 
 
+def test_a_message_the_ai_does_not_answer_is_one_redis_round_trip_and_dedups_in_postgres(
+    webhook: WebhookClient,
+    advisor: dict[str, Any],
+    db: psycopg.Connection[Any],
+    upstash_bridge: Any,
+    twilio_api: TwilioApi,
+) -> None:
+    customer, number = f.phone("+57323"), advisor["twilio_phone_number"]
+    webhook.inbound(customer, number, "primero")  # warms the routing cache
+    db.execute(
+        "update conversations set ai_attention = false where customer_phone = %s", (customer,)
+    )
+    before = upstash_bridge.requests
+    form = inbound_form(customer, number, "segundo")
+    assert webhook.post(form).status_code == 200
+    assert upstash_bridge.requests - before == 1  # admission only: no seen mark
+    assert len(twilio_api.sent) == 1
+    # Twilio redelivers it: Redis does not know the sid, Postgres keeps one row.
+    assert webhook.post(form).status_code == 200
+    rows = db.execute(
+        "select count(*) as n from messages where advisor_id = %s and body = 'segundo'",
+        (advisor["id"],),
+    ).fetchone()
+    assert rows == {"n": 1}
+
+
 def test_same_sid_five_times_concurrently_one_message_one_reply(
     webhook: WebhookClient,
     advisor: dict[str, Any],
