@@ -20,6 +20,7 @@ const state = {
   error: null,
   notice: null, // what the last admin action did
   draft: "", // the composer's text survives re-renders (a broadcast may arrive while typing)
+  templateDraft: { index: "0", values: {} }, // and so do the template form's choice and values
   pendingSend: null, // { key, content }: a send to retry with the same Idempotency-Key
   unfollow: null,
 };
@@ -372,19 +373,29 @@ function templatePicker(c) {
   if (!templates.length) return h("p", { className: "notice", testid: "window-closed" }, `${t("windowClosed")} ${t("noTemplates")}`);
   const select = h("select", { testid: "template-select", "aria-label": t("template") },
     templates.map((tpl, i) => h("option", { value: i }, tpl.name)));
+  const draft = state.templateDraft;
+  select.value = templates[Number(draft.index)] ? draft.index : "0";
   const fields = h("div", { className: "variables" });
   const showFields = () => {
     const tpl = templates[Number(select.value)];
     const names = Array.isArray(tpl.variables) ? tpl.variables : Object.keys(tpl.variables || {});
-    fields.replaceChildren(...names.map((name) => h("input", { "data-variable": name, placeholder: `{{${name}}}`, "aria-label": `{{${name}}}` })));
+    fields.replaceChildren(...names.map((name) => {
+      const input = h("input", { "data-variable": name, placeholder: `{{${name}}}`, "aria-label": `{{${name}}}` });
+      input.value = state.templateDraft.values[name] || "";
+      input.addEventListener("input", () => { state.templateDraft.values[name] = input.value; });
+      return input;
+    }));
   };
-  select.addEventListener("change", showFields);
+  select.addEventListener("change", () => { state.templateDraft = { index: select.value, values: {} }; showFields(); });
   showFields();
-  return h("form", { className: "composer template", onsubmit: (event) => {
+  return h("form", { className: "composer template", onsubmit: async (event) => {
     event.preventDefault();
     const tpl = templates[Number(select.value)];
     const variables = Object.fromEntries([...fields.querySelectorAll("input")].map((i) => [i.dataset.variable, i.value]));
-    send({ template: { content_sid: tpl.content_sid, variables } });
+    if (await send({ template: { content_sid: tpl.content_sid, variables } })) {
+      state.templateDraft = { index: "0", values: {} };
+      render();
+    }
   } },
     h("p", { className: "notice", testid: "window-closed" }, t("windowClosed")),
     select, fields, h("button", { type: "submit", testid: "send-template-button" }, t("sendTemplate")));

@@ -202,6 +202,14 @@ def test_outside_the_window_she_sends_an_approved_template(
     expect(page.get_by_test_id("composer")).to_have_count(0)  # free text is not allowed
     expect(page.get_by_test_id("template-select")).to_have_value("0")
     page.locator('[data-variable="1"]').fill("Ana")
+    # A broadcast re-renders the conversation while she types: what she typed stays.
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        conn.execute(
+            "update conversations set customer_name = 'Cliente renombrado' where customer_phone = %s",
+            (customer,),
+        )
+    expect(page.get_by_test_id("conversation").locator("h2")).to_contain_text("Cliente renombrado")
+    expect(page.locator('[data-variable="1"]')).to_have_value("Ana")
     page.get_by_test_id("send-template-button").click()
 
     sent = eventually(lambda: sent_to(stack, customer)[before:], what="the template at Twilio")
