@@ -38,12 +38,11 @@ from typing import Any
 import psutil
 import psycopg
 import requests
-from twilio.request_validator import RequestValidator
 
 from devstack import cost_bench, functions, knowledge_bench, postgres
-from devstack.latency_proxy import start_in_own_process
+from devstack.latency_proxy import database_target, start_in_own_process
 from devstack.measuring import percentile, tree_cpu
-from devstack.stack import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, Ports, Stack
+from devstack.stack import Ports, Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 ADVISOR_NUMBERS = ["+14155238886", "+5742044644", "+14155238887", "+5742044645",
@@ -122,20 +121,13 @@ TINY = Config(
 def _forms(
     count: int, customers: int, public_url: str, seed: int
 ) -> list[tuple[dict[str, str], str]]:
+    """`count` signed forms, each from one of `customers` random customers."""
     rng = random.Random(seed)
     people = [f"+57{rng.randrange(300_000_0000, 399_999_9999)}" for _ in range(customers)]
-    validator = RequestValidator(DEV_AUTH_TOKEN)
-    out = []
-    for _ in range(count):
-        sid = "SM" + uuid.uuid4().hex
-        form = {
-            "MessageSid": sid, "SmsMessageSid": sid, "AccountSid": DEV_ACCOUNT_SID,
-            "From": f"whatsapp:{rng.choice(people)}", "To": f"whatsapp:{rng.choice(ADVISOR_NUMBERS)}",
-            "Body": rng.choice(["Hola", "¿Precio del plan?", "¿Horario del sábado?", "Gracias"]),
-            "NumMedia": "0", "ProfileName": "Bench", "ApiVersion": "2010-04-01",
-        }  # fmt: skip
-        out.append((form, validator.compute_signature(public_url, form)))
-    return out
+    senders = [rng.choice(people) for _ in range(count)]
+    return cost_bench.signed_forms(
+        public_url, senders, ADVISOR_NUMBERS, cost_bench.MIXED, count, seed
+    )
 
 
 def _drive(url: str, public_url: str, rate: float, duration: float, clients: int, customers: int,
@@ -536,16 +528,6 @@ def _load(target: Target, config: Config, rate: float, clients: int = 0) -> dict
     )
 
 
-def _socket_of(database_url: str) -> tuple[str, int, Path | None]:
-    params = psycopg.conninfo.conninfo_to_dict(database_url)
-    host, port = str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
-    return (
-        (host, port, Path(host) / f".s.PGSQL.{port}")
-        if host.startswith("/")
-        else (host, port, None)
-    )
-
-
 def run(config: Config, output: Path | None) -> dict[str, Any]:
     for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
         os.environ.pop(key, None)  # instant local stand-in for the model
@@ -596,7 +578,7 @@ def run(config: Config, output: Path | None) -> dict[str, Any]:
             report["baseline"].append(_load(base, config, 0, config.saturation_clients))
 
             # The same pair with a network in between: 1 ms each way to Postgres and to Redis.
-            host, port, socket_path = _socket_of(stack.database_url)
+            host, port, socket_path = database_target(stack.database_url)
             assert stack.bridge
             pg_port, pg_proxy = start_in_own_process(NETWORK_DELAY, host, port, socket_path)
             redis_port, redis_proxy = start_in_own_process(

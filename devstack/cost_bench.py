@@ -36,16 +36,16 @@ from twilio.request_validator import RequestValidator
 
 from devstack import functions, postgres
 from devstack.conversation_fixture import BURSTS, CONVERSATIONS, FIXTURE, Sequence
-from devstack.latency_proxy import start_in_own_process
+from devstack.latency_proxy import database_target, start_in_own_process
 from devstack.measuring import percentile, tree_cpu
 from devstack.stack import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, Stack
 from shared.burst import burst_wait
 
 MODEL_SECONDS = 0.8  # the model stand-in's latency in the time-to-reply runs
 BURST_WAIT = 1.5  # the default BURST_WAIT_SECONDS
+MIXED = ["Hola", "¿Precio del plan?", "¿Horario del sábado?", "Gracias"]  # sections 1-5 too
 QUESTIONS = ["¿Cuánto cuesta el plan básico?", "¿Tienen envíos a Cali?",
              "¿A qué hora abren el sábado?", "¿El precio incluye IVA?"]  # fmt: skip
-MIXED = ["Hola", "¿Precio del plan?", "¿Horario del sábado?", "Gracias"]  # as sections 1-5
 
 
 @dataclass(frozen=True)
@@ -299,11 +299,7 @@ def time_to_reply(
     """Single complete questions, each from a new customer, with the model taking MODEL_SECONDS
     and Postgres and Redis 1 ms away each way; default settings otherwise (burst wait on)."""
     assert stack.twilio and stack.model and stack.bridge
-    params = psycopg.conninfo.conninfo_to_dict(stack.database_url)
-    host = str(params.get("host") or "127.0.0.1")
-    port = int(params.get("port") or 5432)
-    socket = Path(host) / f".s.PGSQL.{port}" if host.startswith("/") else None
-    pg_port, pg_proxy = start_in_own_process(0.001, host, port, socket)
+    pg_port, pg_proxy = start_in_own_process(0.001, *database_target(stack.database_url))
     redis_port, redis_proxy = start_in_own_process(0.001, "127.0.0.1", stack.bridge.server.port)
     via = {"host": "127.0.0.1", "port": str(pg_port)}
     settings = {

@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from psycopg.conninfo import conninfo_to_dict
+
 
 def _serve_in_process(
     delay: float, host: str, port: int, socket_path: str | None, ports: Any
@@ -18,6 +20,14 @@ def _serve_in_process(
     proxy = LatencyProxy(delay, host, port, Path(socket_path) if socket_path else None).start()
     ports.send(proxy.port)
     threading.Event().wait()
+
+
+def database_target(database_url: str) -> tuple[str, int, Path | None]:
+    """Where a proxy in front of this database connects: host, port, and the Unix socket when
+    the host is a socket directory."""
+    params = conninfo_to_dict(database_url)
+    host, port = str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
+    return host, port, (Path(host) / f".s.PGSQL.{port}" if host.startswith("/") else None)
 
 
 def start_in_own_process(

@@ -62,7 +62,8 @@ begin
       m.direction = 'inbound' and private.opens_session(coalesce(
         max(m.created_at) filter (where m.direction = 'inbound') over earlier,
         s.last_inbound_at), m.created_at) as opens,
-      s.opened_at as stored_opened_at
+      s.opened_at as stored_opened_at, s.last_inbound_at as stored_last,
+      s.ai_replied as stored_ai, s.human_involved as stored_human
     from unnest(p_message_ids) as given (id)
     join public.messages m on m.id = given.id
     left join private.service_sessions s on s.conversation_id = m.conversation_id
@@ -76,24 +77,21 @@ begin
     window upto as (partition by o.conversation_id order by o.created_at, o.id
                     rows unbounded preceding)
   ),
-  touched as (  -- each session these messages touch, before and after them
+  touched as (  -- each session these messages touch, as stored before them (new: nothing)
     select p.conversation_id, p.advisor_id, p.tenant_id, p.session_opened_at as opened_at,
       bool_or(p.opens) as new,
       max(p.created_at) filter (where p.direction = 'inbound') as last_inbound_at,
       bool_or(p.author = 'ai') as ai, bool_or(p.author = 'advisor') as human,
-      s.ai_replied as stored_ai, s.human_involved as stored_human, s.last_inbound_at as stored_last
+      not bool_or(p.opens) and coalesce(p.stored_ai, false) as ai_before,
+      not bool_or(p.opens) and coalesce(p.stored_human, false) as human_before,
+      p.stored_last
     from placed p
-    left join private.service_sessions s on s.conversation_id = p.conversation_id
     where p.session_opened_at is not null
-    group by p.conversation_id, p.advisor_id, p.tenant_id, p.session_opened_at, s.opened_at,
-      s.ai_replied, s.human_involved, s.last_inbound_at
+    group by p.conversation_id, p.advisor_id, p.tenant_id, p.session_opened_at,
+      p.stored_ai, p.stored_human, p.stored_last
   ),
   settled as (
-    select t.*,
-      case when t.new then false else t.stored_ai end as ai_before,
-      case when t.new then false else t.stored_human end as human_before,
-      (case when t.new then false else t.stored_ai end) or t.ai as ai_after,
-      (case when t.new then false else t.stored_human end) or t.human as human_after
+    select t.*, t.ai_before or t.ai as ai_after, t.human_before or t.human as human_after
     from touched t
   ),
   saved as (

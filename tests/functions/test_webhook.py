@@ -271,6 +271,18 @@ def test_redis_down_still_one_message_per_sid(
     assert len(twilio_api.sent) == 1
 
 
+def hold_burst_waits(services: Any) -> tuple[threading.Event, list[float]]:
+    """Each request's burst wait is recorded and lasts until the returned event is set."""
+    release, waiting = threading.Event(), []
+
+    def hold(seconds: float) -> None:
+        waiting.append(seconds)
+        assert release.wait(30)
+
+    services.sleep = hold
+    return release, waiting
+
+
 def test_burst_of_three_gets_one_reply_that_saw_all_three(
     advisor: dict[str, Any],
     db: psycopg.Connection[Any],
@@ -280,13 +292,7 @@ def test_burst_of_three_gets_one_reply_that_saw_all_three(
 ) -> None:
     services = make_services(BURST_WAIT_SECONDS="1.0")
     # Each request's burst wait ends only when the test says so: all three are stored first.
-    release, waiting = threading.Event(), []
-
-    def hold(seconds: float) -> None:
-        waiting.append(seconds)
-        assert release.wait(30)
-
-    services.sleep = hold
+    release, waiting = hold_burst_waits(services)
     webhook = WebhookClient()
     customer, number = f.phone("+57326"), advisor["twilio_phone_number"]
     with ThreadPoolExecutor(3) as pool:
@@ -320,21 +326,19 @@ def test_a_complete_question_is_answered_without_waiting(
     assert waited == [1.0]
 
 
+@pytest.mark.parametrize("redis", ["up", "down"])
 def test_a_complete_message_answers_the_fragment_still_waiting(
     advisor: dict[str, Any],
     db: psycopg.Connection[Any],
     make_services: Any,
     twilio_api: TwilioApi,
     openai_stub: FakeOpenAI,
+    redis: str,
 ) -> None:
-    services = make_services(BURST_WAIT_SECONDS="1.0")
-    release, waiting = threading.Event(), []
-
-    def hold(seconds: float) -> None:
-        waiting.append(seconds)
-        assert release.wait(30)
-
-    services.sleep = hold
+    # With Redis down the question's mark is never set: the greeting asks Postgres instead.
+    down = {"UPSTASH_REDIS_REST_URL": f"http://127.0.0.1:{free_port()}"} if redis == "down" else {}
+    services = make_services(BURST_WAIT_SECONDS="1.0", **down)
+    release, waiting = hold_burst_waits(services)
     webhook = WebhookClient()
     customer, number = f.phone("+57326"), advisor["twilio_phone_number"]
     with ThreadPoolExecutor(2) as pool:
