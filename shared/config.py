@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# How much longer than a request's budget the per-conversation lock must live.
+# How much longer than a request's budget a conversation's turn is held.
 LOCK_MARGIN_SECONDS = 5.0
 # The mark of the development values in .env.example and the local stack ("dev-password",
 # "sk-dev-…", "dev-cleanup-token").
@@ -89,7 +89,6 @@ class Settings(BaseSettings):
     # Behaviour
     rate_limit_customer_per_minute: int = Field(default=30, ge=1)
     rate_limit_advisor_per_minute: int = Field(default=600, ge=1)
-    dedup_ttl_seconds: int = Field(default=86_400, ge=60)
     routing_cache_seconds: float = Field(default=15.0, ge=0)
     burst_wait_seconds: float = Field(default=1.5, ge=0)
     conversation_lock_seconds: float = Field(default=20.0, gt=0)
@@ -122,7 +121,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _lock_outlives_the_budget(self) -> Settings:
-        # A lock that expired mid-turn would let a second instance start the same turn.
+        # A hold that lapsed mid-turn would let a second instance start the same turn.
         if self.conversation_lock_seconds < self.request_budget_seconds + LOCK_MARGIN_SECONDS:
             raise ValueError(
                 f"CONVERSATION_LOCK_SECONDS must be at least REQUEST_BUDGET_SECONDS + "

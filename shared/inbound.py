@@ -2,24 +2,23 @@
 the burst once, reply or hand off, and answer live whatever arrives meanwhile.
 
 The promises, and where each is kept:
-- Postgres is the authority for "seen": Redis only short-circuits sids Postgres stored, so a
-  request that failed before storing is stored when Twilio redelivers it.
+- Postgres is the authority for "seen" (a unique provider sid): a request that failed before
+  storing is stored when Twilio redelivers it, and a redelivery of a stored one changes nothing.
 - Once stored, nothing raises: failures become rows (unhandled turns, queued or failed sends)
   the cleanup sweep finishes, and the webhook answers 200.
 - A reply is committed before it is sent (`commit_reply` refuses when a human took over, the AI
   was paused, the turn was answered meanwhile, or a customer message arrived that the model did
   not see), so no turn is answered twice, no reply ignores what the customer just added, and
   the AI never talks over a person.
-- The instance that holds a conversation answers, before it lets go, every message that
-  arrived while it worked; the others return at once.
+- One instance at a time holds a conversation's turn (in Postgres: `take_turn`, or as the
+  message is stored), and answers, before it lets go, every message that arrived while it
+  worked (`finish_turn`); the others return at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -43,8 +42,6 @@ log = get_logger(__name__)
 _AFTER_MODEL_RESERVE = 3.0
 # Below this much time left, a pending message is left to the sweep rather than half-answered.
 _MIN_TURN_SECONDS = 4.0
-# How long a burst's newest-message mark outlives the burst.
-_MARK_TTL_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -69,20 +66,14 @@ def handle_inbound(services: Services, msg: InboundMessage, deadline: Deadline) 
         log.warning("inbound for a number with no active advisor", to=msg.advisor_number, sid=sid)
         return Outcome("unrouted")
 
-    seen_key = f"seen:{sid}"
     permitted = True
-    if upstash:  # one Redis round trip: stored already?, and both rate limits
-        admission = upstash.admit(
-            seen_key,
+    if upstash:  # one Redis round trip: both rate limits
+        customer_ok, advisor_ok = upstash.admit(
             [
                 ("rl:customer", settings.rate_limit_customer_per_minute, msg.customer_phone),
                 ("rl:advisor", settings.rate_limit_advisor_per_minute, advisor.id),
-            ],
+            ]
         )
-        if admission.seen:
-            log.info("duplicate delivery", sid=sid)
-            return Outcome("duplicate")
-        customer_ok, advisor_ok = admission.allowed
         permitted = customer_ok and advisor_ok
         if not permitted:
             log.warning(
@@ -94,18 +85,24 @@ def handle_inbound(services: Services, msg: InboundMessage, deadline: Deadline) 
             )
 
     opt = opt_keyword(msg.body)
+    wait = _burst_wait(settings.burst_wait_seconds, msg)
+    # A message answered at once takes the conversation's turn in the round trip that stores it.
+    lease = None if wait > 0 else timedelta(seconds=settings.conversation_lock_seconds)
     state: dict[str, Any] = services.db.value(
-        "select public.ingest_inbound(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (advisor.id, msg.customer_phone, msg.profile_name, sid, msg.body,
+        "select public.receive_inbound(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (lease, advisor.id, msg.customer_phone, msg.profile_name, sid, msg.body,
          Jsonb(msg.media_json()), opt, permitted, settings.history_limit,
          settings.knowledge_top_k),
     )  # fmt: skip
     message_id, conversation_id = str(state["message_id"]), str(state["conversation_id"])
     try:
-        return _after_storing(services, advisor, msg, state, opt, seen_key, deadline)
+        return _after_storing(services, advisor, msg, state, opt, wait, deadline)
     except Exception as exc:  # stored: the sweep finishes whatever did not happen
         log.error("failed after storing; left to the sweep", error=repr(exc)[:300], sid=sid)
         capture(exc)
+        token = (state.get("turn") or {}).get("token")
+        if token:
+            _let_go(services, conversation_id, token)
         return Outcome("stored", message_id, conversation_id)
 
 
@@ -115,15 +112,12 @@ def _after_storing(
     msg: InboundMessage,
     state: dict[str, Any],
     opt: str | None,
-    seen_key: str,
+    wait: float,
     deadline: Deadline,
 ) -> Outcome:
-    upstash, ttl = services.upstash, services.settings.dedup_ttl_seconds
     message_id, conversation_id = str(state["message_id"]), str(state["conversation_id"])
     if not state["is_new"]:
-        if upstash:
-            upstash.remember(seen_key, ttl)
-        log.info("duplicate delivery (database)", sid=msg.message_sid, message_id=message_id)
+        log.info("duplicate delivery", sid=msg.message_sid, message_id=message_id)
         return Outcome("duplicate", message_id, conversation_id)
     log.info("inbound stored", sid=msg.message_sid, message_id=message_id)
 
@@ -144,9 +138,6 @@ def _after_storing(
         if media.image_urls:
             images[message_id] = media.image_urls
 
-    # A message the AI will not answer is not marked seen in Redis: Postgres dedups its rare
-    # redelivery (one round trip then), instead of a Redis call for every such message. The mark
-    # rides with the conversation lock when the AI answers.
     if state["opt_changed"] or not state["ai_allowed"]:
         if state["opt_changed"]:
             kind = "opted_out" if opt == "out" else "opted_in"
@@ -160,14 +151,20 @@ def _after_storing(
                  ai_attention=state["ai_attention"], opted_out=bool(state["opted_out_at"]))  # fmt: skip
         return Outcome("stored", message_id, conversation_id)
 
-    superseded, mark = _burst(services, msg, conversation_id, message_id, state, deadline)
-    if superseded:
-        log.info("burst: a newer message will answer", message_id=message_id)
-        return Outcome("superseded", message_id, conversation_id)
-
+    turn = Turn.from_state(state, images)
+    if wait > 0:  # a fragment: the rest of the burst may follow
+        services.sleep(min(wait, max(0.0, deadline.remaining() - _AFTER_MODEL_RESERVE * 2)))
+        return answer_turn(
+            services, advisor, msg.customer_phone, conversation_id, turn, deadline,
+            waited=message_id,
+        )  # fmt: skip
+    claim: dict[str, Any] = state["turn"]
+    if not claim["held"]:
+        log.info("conversation busy, its holder answers", conversation_id=conversation_id)
+        return Outcome("busy", message_id, conversation_id)
     return answer_turn(
-        services, advisor, msg.customer_phone, conversation_id,
-        Turn.from_state(state, images), deadline, remember=seen_key, mark=mark,
+        services, advisor, msg.customer_phone, conversation_id, turn, deadline,
+        token=claim["token"],
     )  # fmt: skip
 
 
@@ -199,30 +196,44 @@ def answer_turn(
     conversation_id: str,
     turn: Turn,
     deadline: Deadline,
-    remember: str | None = None,
-    mark: tuple[str, str] | None = None,
+    token: str | None = None,
+    waited: str | None = None,
 ) -> Outcome:
     """Answer a conversation's turn (the webhook, or the recovery sweep), one instance at a
-    time, then every message that arrived meanwhile, while the budget allows. `remember` (a
-    seen key) and `mark` (the burst's newest-message mark) ride with the lock."""
+    time, then every message that arrived meanwhile, while the budget allows. `token`: the
+    turn is held already (taken as the message was stored); `waited`: a fragment that waited
+    for the rest of its burst, which leaves the turn to a newer message."""
     outcome = Outcome("busy", conversation_id=conversation_id)
     answered: list[str] = []
+    settings = services.settings
     while True:
-        with _conversation_lock(services, conversation_id, remember, mark) as held:
-            remember = mark = None
-            if not held:
-                # The holder answers this message before it lets go (see below).
-                log.info("conversation busy, its holder answers", conversation_id=conversation_id)
-                return outcome
+        if token is None:
+            claim: dict[str, Any] = services.db.value(
+                "select public.take_turn(%s, %s, %s)",
+                (conversation_id, timedelta(seconds=settings.conversation_lock_seconds), waited),
+            )
+            if not claim["held"]:
+                # busy: the holder answers this message before it lets go (see below);
+                # superseded: a newer message's request answers the burst; answered: done.
+                log.info("turn not taken", reason=claim["reason"], conversation_id=conversation_id)
+                if claim["reason"] == "busy":
+                    return outcome
+                return Outcome("superseded", waited, conversation_id)
+            token, waited = claim["token"], None
+        try:
             outcome = _answer(services, advisor, customer_phone, conversation_id, turn, deadline)
-        # Released: whatever arrived while we held the lock found it taken, so it is ours.
+        except BaseException:
+            _let_go(services, conversation_id, token)
+            raise
+        # Let go, and learn in the same transaction what arrived meanwhile: whatever found the
+        # turn taken is ours to answer.
+        pending: dict[str, Any] = services.db.value(
+            "select public.finish_turn(%s, %s, %s, %s)",
+            (conversation_id, token, settings.history_limit, settings.knowledge_top_k),
+        )
+        token = None
         if deadline.remaining() < _MIN_TURN_SECONDS + _AFTER_MODEL_RESERVE:
             return outcome
-        settings = services.settings
-        pending: dict[str, Any] = services.db.value(
-            "select public.pending_turn(%s, %s, %s)",
-            (conversation_id, settings.history_limit, settings.knowledge_top_k),
-        )
         if not (pending and pending["unhandled"] and pending.get("ai_allowed")):
             return outcome
         if pending["unhandled"] == answered:  # our last answer could not take them: the sweep will
@@ -230,6 +241,15 @@ def answer_turn(
         answered = pending["unhandled"]
         log.info("answering what arrived meanwhile", count=len(pending["unhandled"]))
         turn = Turn.from_state(pending)
+
+
+def _let_go(services: Services, conversation_id: str, token: str) -> None:
+    """Release a turn after a failure; if even that fails, it lapses after
+    CONVERSATION_LOCK_SECONDS and the sweep answers what is left."""
+    try:
+        services.db.value("select public.finish_turn(%s, %s, 0, 0)", (conversation_id, token))
+    except Exception as exc:
+        log.warning("turn not released; it lapses", error=repr(exc)[:200])
 
 
 def _answer(
@@ -391,64 +411,12 @@ def _commit_and_send(
     return True
 
 
-@contextmanager
-def _conversation_lock(
-    services: Services,
-    conversation_id: str,
-    remember: str | None = None,
-    mark: tuple[str, str] | None = None,
-) -> Iterator[bool]:
-    """Redis lock with expiry; yields False if another instance holds it (True if Redis is down:
-    then `commit_reply` alone keeps a turn from being answered twice). `remember` marks a stored
-    sid and `mark` sets the burst's newest message in the same round trip."""
-    upstash, settings = services.upstash, services.settings
-    key = f"lock:conversation:{conversation_id}"
-    token = (
-        upstash.acquire_lock(
-            key,
-            settings.conversation_lock_seconds,
-            (remember, settings.dedup_ttl_seconds) if remember else None,
-            (mark[0], mark[1], _MARK_TTL_SECONDS) if mark else None,
-        )
-        if upstash
-        else None
-    )
-    try:
-        yield token is not False
-    finally:
-        if upstash and isinstance(token, str):
-            upstash.release_lock(key, token)
-
-
-def _burst(
-    services: Services,
-    msg: InboundMessage,
-    conversation_id: str,
-    message_id: str,
-    state: dict[str, Any],
-    deadline: Deadline,
-) -> tuple[bool, tuple[str, str] | None]:
-    """Wait for the customer to finish typing. Returns whether a newer message arrived meanwhile,
-    and the mark (key, value) that makes this message the conversation's newest when it is
-    still to be set: a message that reads as complete does not wait, and its mark rides with
-    the conversation lock, so an older fragment that is waiting leaves the burst to it."""
-    configured = services.settings.burst_wait_seconds
+def _burst_wait(configured: float, msg: InboundMessage) -> float:
+    """Seconds this message waits for the rest of its burst (shared/burst.py)."""
     if configured <= 0:
-        return False, None
-    mark = (f"latest:{conversation_id}", f"{state['created_us']:020d}:{message_id}")
+        return 0.0
     media_types = [m.content_type or "" for m in msg.media]
-    wait = burst_wait(configured, msg.body, media_types, location=msg.latitude is not None)
-    if wait <= 0:
-        return False, mark
-    upstash = services.upstash
-    stored = upstash.set_if_newer(mark[0], mark[1], _MARK_TTL_SECONDS) if upstash else None
-    services.sleep(min(wait, max(0.0, deadline.remaining() - _AFTER_MODEL_RESERVE * 2)))
-    latest = upstash.get(mark[0]) if upstash and stored is not None else None
-    if latest is not None:
-        return latest != mark[1], None
-    # Redis unavailable: ask the ground truth.
-    newest = services.db.value("select public.latest_inbound_id(%s)", (conversation_id,))
-    return str(newest) != message_id, None
+    return burst_wait(configured, msg.body, media_types, location=msg.latitude is not None)
 
 
 class RejectedReply(AssistantError):

@@ -116,10 +116,11 @@ def test_upstash_facade_reads_upstashs_shapes() -> None:
     documented = shape("upstash.json")
     url = "https://contract.upstash.example"
     upstash = Upstash(url, "token", timeout=5)
+    # The sliding window's script answers what is left of the limit (-1: over it).
     respx.post(url + "/pipeline").mock(
-        return_value=httpx.Response(200, json=[{"result": "OK"}, {"result": "OK"}])
+        return_value=httpx.Response(200, json=[{"result": 4}, {"result": -1}])
     )
-    assert isinstance(upstash.acquire_lock("lock:k", 5, remember=("seen:x", 60)), str)
+    assert upstash.admit([("rl:c", 5, "a"), ("rl:a", 5, "b")]) == (True, False)
     # The client asks for base64 (`Upstash-Encoding: base64`), as Upstash then answers.
     respx.post(url).mock(return_value=httpx.Response(200, json={"result": "aG9sYQ=="}))
     assert upstash.get("k") == "hola"

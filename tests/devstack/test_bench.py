@@ -55,8 +55,8 @@ def test_bench_code_path_produces_numbers(
     assert growth["stored"] >= bench.TINY.sizes[0]
     assert growth["capacity"][1] > 0 and math.isfinite(growth["list_p95"])
     assert report["profile"][0][0] == "whole handle_inbound" and report["profile"][0][1] > 0
-    # ingest + commit before the send, results + pending after; admission, lock, unlock.
-    assert report["counted"]["pg"] == 4 and report["counted"]["redis"] == 3
+    # receive + commit before the send, results + finish after; admission (both limits).
+    assert report["counted"]["pg"] == 4 and report["counted"]["redis"] == 1
     knowledge = report["knowledge"]
     assert (
         0 < knowledge["recall_at_4"] <= 1 and knowledge["passages"] == bench.TINY.knowledge_passages

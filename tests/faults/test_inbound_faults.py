@@ -79,12 +79,14 @@ def stored(db: psycopg.Connection[Any], sid: str) -> int:
     return int(row.fetchone()["n"])  # type: ignore[index]
 
 
-def fail_once(monkeypatch: pytest.MonkeyPatch, services: Services, sql_function: str) -> None:
-    """The next call of one SQL function finds Postgres unreachable."""
+def fail_once(
+    monkeypatch: pytest.MonkeyPatch, services: Services, sql_function: str, times: int = 1
+) -> None:
+    """The next call (or `times` calls) of one SQL function finds Postgres unreachable."""
     value, failed = services.db.value, list[str]()
 
     def flaky(query: str, params: Any = ()) -> Any:
-        if sql_function in query and not failed:
+        if sql_function in query and len(failed) < times:
             failed.append(query)
             raise DatabaseUnavailable("connection refused (injected)")
         return value(query, params)
@@ -96,7 +98,7 @@ def test_postgres_down_after_the_redis_step_then_redelivery(
     served: Served, advisor: dict[str, Any], db: psycopg.Connection[Any], twilio_api: TwilioApi,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    fail_once(monkeypatch, served.services, "ingest_inbound")
+    fail_once(monkeypatch, served.services, "receive_inbound")
     customer = f.phone("+57380")
     form = inbound_form(customer, advisor["twilio_phone_number"], "hola, ¿precio?")
     assert served.post(form).status_code == 503  # not stored: Twilio retries (#rc=…)
@@ -107,21 +109,35 @@ def test_postgres_down_after_the_redis_step_then_redelivery(
     assert len(twilio_api.bodies(customer)) == 1
 
 
-def test_redis_down_mid_turn_still_one_reply(
+def test_turn_lost_at_its_release_lapses_and_the_sweep_answers_what_waited(
     served: Served, advisor: dict[str, Any], db: psycopg.Connection[Any], twilio_api: TwilioApi,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    upstash = served.services.upstash
-    assert upstash
-    # Admission worked; then Redis went away: no lock, no "seen" mark.
-    monkeypatch.setattr(upstash, "acquire_lock", lambda *a, **k: None)
-    customer = f.phone("+57381")
-    form = inbound_form(customer, advisor["twilio_phone_number"], "hola")
-    with ThreadPoolExecutor(3) as pool:
-        answers = list(pool.map(lambda _: served.post(form).status_code, range(3)))
-    assert answers == [200, 200, 200]
-    assert stored(db, form["MessageSid"]) == 1
+    """Postgres fails as the holder lets go, and again as it retries: the reply is out, the turn
+    stays held until it lapses, a message meanwhile finds it busy, and the sweep answers that
+    message once."""
+    fail_once(monkeypatch, served.services, "finish_turn", times=2)
+    customer, number = f.phone("+57383"), advisor["twilio_phone_number"]
+    assert served.post(inbound_form(customer, number, "¿Tienen envíos a Cali?")).status_code == 200
     assert len(twilio_api.bodies(customer)) == 1
+    second = inbound_form(customer, number, "¿Y a Medellín?")
+    assert served.post(second).status_code == 200
+    assert len(twilio_api.bodies(customer)) == 1  # the turn is still held: left to the holder
+    db.execute(
+        "update private.turn_holders set held_until = now() - interval '1 second'"
+        " where conversation_id = (select conversation_id from messages where provider_sid = %s)",
+        (second["MessageSid"],),
+    )
+    # Five minutes later, for the sweep (what came before, earlier still).
+    conversation = (
+        "conversation_id = (select conversation_id from messages where provider_sid = %s)"
+    )
+    earlier = f"{conversation} and provider_sid is distinct from %s"
+    backdate(db, "messages", earlier, (second["MessageSid"],) * 2, created_at="10 minutes")
+    backdate(db, "messages", "provider_sid = %s", (second["MessageSid"],), created_at="5 minutes")
+    CleanupClient().run()
+    CleanupClient().run()
+    assert len(twilio_api.bodies(customer)) == 2
 
 
 @pytest.mark.own_database

@@ -199,23 +199,23 @@ def test_hot_path_commits_in_two_round_trips_before_the_send(
     before = services.db.round_trips
     assert webhook.inbound(f.phone("+57323"), number, "segundo").status_code == 200
     assert steps == [
-        "ingest_inbound", "commit_reply",  # stored, then the reply committed
+        "receive_inbound", "commit_reply",  # stored (and the turn taken), then the reply committed
         "twilio send",
-        "record_send_results", "pending_turn",  # Twilio's answer; anything that arrived meanwhile?
+        "record_send_results", "finish_turn",  # Twilio's answer; let go: anything arrived meanwhile?
     ]  # fmt: skip
     assert services.db.round_trips - before == 4
     assert len(twilio_api.sent) == 2
 
 
-def test_hot_path_is_three_redis_round_trips(
+def test_hot_path_is_one_redis_round_trip(
     webhook: WebhookClient, advisor: dict[str, Any], upstash_bridge: Any, twilio_api: TwilioApi
 ) -> None:
     number = advisor["twilio_phone_number"]
     webhook.inbound(f.phone("+57323"), number, "primero")  # warms the routing cache
     before = upstash_bridge.requests
     webhook.inbound(f.phone("+57323"), number, "segundo")
-    # admission (stored already? + two limits, pipelined), lock (+ remember the sid), unlock
-    assert upstash_bridge.requests - before == 3
+    # admission (the two rate limits, pipelined); the turn is held in Postgres
+    assert upstash_bridge.requests - before == 1
     assert len(twilio_api.sent) == 2
 
 
@@ -234,9 +234,9 @@ def test_a_message_the_ai_does_not_answer_is_one_redis_round_trip_and_dedups_in_
     before = upstash_bridge.requests
     form = inbound_form(customer, number, "segundo")
     assert webhook.post(form).status_code == 200
-    assert upstash_bridge.requests - before == 1  # admission only: no seen mark
+    assert upstash_bridge.requests - before == 1  # admission only
     assert len(twilio_api.sent) == 1
-    # Twilio redelivers it: Redis does not know the sid, Postgres keeps one row.
+    # Twilio redelivers it: Postgres keeps one row.
     assert webhook.post(form).status_code == 200
     rows = db.execute(
         "select count(*) as n from messages where advisor_id = %s and body = 'segundo'",
