@@ -499,33 +499,36 @@ def render(report: dict[str, Any], seconds: float) -> list[str]:
     return lines
 
 
-# Read once with py-spy (--gil, 250 Hz) on the webhook's gunicorn worker during 1,000 AI-answered
-# messages at 50 msg/s, before the changes below, and with the thread CPU of single calls against
-# the stand-ins; kept here so the report carries it (re-read it when the hot path changes).
+# Read with py-spy (--gil, 250 Hz) on the webhook's gunicorn worker during 1,500 AI-answered
+# messages at 50 msg/s, before the last change below, and with the thread CPU of single calls
+# against the stand-ins; kept here so the report carries it (re-read it when the hot path changes).
 PROFILE_READING = [
-    "- Where the webhook's CPU went (share of GIL-holding samples): Twilio SDK 23% (the send 14%,"
-    " the typing indicator 10%; a quarter of it was requests looking up proxy variables in the"
-    " environment on every call), OpenAI SDK 20% (a third of it the input transform of"
-    " `chat.completions.create`; with 20 messages of history it was 5 of the call's 7 ms), Upstash"
-    " 16% (3 calls of about 0.6 ms of CPU each, spread over httpx, httpcore and h11), Postgres client"
-    " 5%, the reply check 4%, gunicorn, Flask and functions-framework the rest. JSON logging is not a"
-    " cost (0.014 ms a line).",
-    "- Floor of the served function on this machine: 0.55 ms of CPU for GET /health, 1.1 ms for a"
-    " POST rejected at the signature check; a stored-only message's own work (`handle_inbound`) is"
-    " 1.3 ms of thread CPU, half Upstash's admission call and half the `ingest_inbound` call.",
-    "- Why the dev defaults cost twice the bench's path: not the burst marks nor the logging, but"
-    " Twilio's delivery callbacks, three per reply (sent, delivered, read), each a full request"
-    " (signature, form, one database call): about 2 ms of CPU each.",
-    "- What changed: the model call goes through the SDK's generic `post` (same request, retries,"
-    " errors and `ChatCompletion`; no input transform: 6.9 to 1.4 ms of thread CPU per call with 20"
-    " messages of history); Twilio's client reads the proxy settings once per instance; the leak"
-    " check compares word runs against a cached set; a message the AI does not answer is no longer"
-    " marked seen in Redis (Postgres dedups its rare redelivery); a complete message's burst mark"
-    " rides with the conversation lock; only fragments wait for the rest of a burst, and a reply that"
-    " missed a newer message is not committed (the holder answers the whole turn).",
-    "- Left as they are: the SDKs' own per-call cost (Upstash over httpx, Twilio over requests, about"
-    " 0.6 to 0.8 ms a call), the served function's floor, and the callbacks' count (Twilio sends one"
-    " per status). The CPU targets (4.0 ms AI-answered, 1.5 ms stored-only) are not met on this"
-    " machine: the bench's AI-answered messages have short histories, where the model call's saving"
-    " is small.",
+    "- Where the webhook's CPU went (share of GIL-holding samples): Upstash 34% (admission, lock"
+    " and unlock, about a third each), OpenAI SDK 17%, Twilio SDK 17% (the send 13%, the typing"
+    " indicator 4%), Postgres client 9% (four calls), logging 2%, the signature check 2%, the reply"
+    " check 2%; gunicorn, Flask and functions-framework 16%.",
+    "- Thread CPU of single calls against the stand-ins: a Postgres call (psycopg, pooled) 0.1 ms;"
+    " an Upstash call 0.85 ms (the admission pipeline), lock and unlock 1.5 ms together; a Twilio"
+    " send 1.1 ms, the typing indicator 0.8 ms; the model call 1.3 ms with 20 messages of history."
+    " One JSON POST to the same local server costs 0.60 ms with httpx, 0.68 with requests, 0.35 with"
+    " urllib3 and 0.16 with http.client; an httpx transport over urllib3 saved nothing (0.67 against"
+    " 0.73 ms): httpx's client, not its transport, is half of it. A Redis call over Upstash's REST"
+    " API costs the webhook eight times a Postgres call.",
+    "- Floor of the served function: 0.55 ms of CPU for GET /health, 1.1 ms for a POST rejected at"
+    " the signature check. `gc.freeze()` after the cold start changed nothing measurable. JSON"
+    " logging is 0.014 ms a line. The dev defaults cost more than the bench's path because of"
+    " Twilio's delivery callbacks (three per reply, each a full request), not the burst wait.",
+    "- What changed, last: the conversation's turn and the burst's newest message moved from Redis"
+    " to Postgres, into round trips the webhook makes anyway (`receive_inbound` stores the message"
+    " and takes the turn when it is answered at once, `finish_turn` lets go and returns what"
+    " arrived meanwhile, `take_turn` after a fragment's wait), dedup is Postgres' alone, and the"
+    " rate limits are asked only for a message the AI would answer. Upstash calls: 3 to 1 per"
+    " AI-answered message, 1 to 0 per stored-only one, 5 to 1 per fragment that waited.",
+    "- What changed before: the model call goes through the SDK's generic `post` (same request,"
+    " retries, errors and `ChatCompletion`, without create()'s input transform: 6.9 to 1.4 ms with"
+    " 20 messages of history); Twilio's client reads the proxy settings once per instance; the leak"
+    " check compares word runs against a cached set; only fragments wait for the rest of a burst.",
+    "- Left as they are: each SDK's own per-call cost (Twilio over requests, OpenAI over httpx2,"
+    " Upstash over httpx: 0.6 to 1.1 ms a call, of which a plain urllib3 call would save about half)"
+    " and the served function's floor.",
 ]

@@ -54,7 +54,7 @@ class Outcome:
 def handle_inbound(services: Services, msg: InboundMessage, deadline: Deadline) -> Outcome:
     """Store the message (errors before that propagate: the caller answers 503 and Twilio
     redelivers), then answer it; after storing, nothing propagates."""
-    settings, upstash = services.settings, services.upstash
+    settings = services.settings
     sid = msg.message_sid
     advisor = services.router.advisor_for(msg.advisor_number)
     if advisor is None:
@@ -66,33 +66,15 @@ def handle_inbound(services: Services, msg: InboundMessage, deadline: Deadline) 
         log.warning("inbound for a number with no active advisor", to=msg.advisor_number, sid=sid)
         return Outcome("unrouted")
 
-    permitted = True
-    if upstash:  # one Redis round trip: both rate limits
-        customer_ok, advisor_ok = upstash.admit(
-            [
-                ("rl:customer", settings.rate_limit_customer_per_minute, msg.customer_phone),
-                ("rl:advisor", settings.rate_limit_advisor_per_minute, advisor.id),
-            ]
-        )
-        permitted = customer_ok and advisor_ok
-        if not permitted:
-            log.warning(
-                "rate limit: message stored, AI withheld",
-                customer_limited=not customer_ok,
-                advisor_limited=not advisor_ok,
-                advisor_id=advisor.id,
-                customer_phone=msg.customer_phone,
-            )
-
     opt = opt_keyword(msg.body)
     wait = _burst_wait(settings.burst_wait_seconds, msg)
     # A message answered at once takes the conversation's turn in the round trip that stores it.
+    # The rate limits are asked after storing, only for a message the AI would answer.
     lease = None if wait > 0 else timedelta(seconds=settings.conversation_lock_seconds)
     state: dict[str, Any] = services.db.value(
         "select public.receive_inbound(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (lease, advisor.id, msg.customer_phone, msg.profile_name, sid, msg.body,
-         Jsonb(msg.media_json()), opt, permitted, settings.history_limit,
-         settings.knowledge_top_k),
+         Jsonb(msg.media_json()), opt, True, settings.history_limit, settings.knowledge_top_k),
     )  # fmt: skip
     message_id, conversation_id = str(state["message_id"]), str(state["conversation_id"])
     try:
@@ -120,6 +102,15 @@ def _after_storing(
         log.info("duplicate delivery", sid=msg.message_sid, message_id=message_id)
         return Outcome("duplicate", message_id, conversation_id)
     log.info("inbound stored", sid=msg.message_sid, message_id=message_id)
+    claim: dict[str, Any] = state.get("turn") or {}
+    pending: dict[str, Any] | None = None
+    if state["ai_allowed"] and not _within_rate_limits(services, advisor, msg):
+        settings = services.settings
+        pending = services.db.value(
+            "select public.withhold_turn(%s, %s, %s, %s, %s)",
+            (conversation_id, message_id, claim.get("token"), settings.history_limit,
+             settings.knowledge_top_k),
+        )  # fmt: skip
 
     history: list[dict[str, Any]] = state["history"]
     images: dict[str, list[str]] = {}
@@ -138,6 +129,13 @@ def _after_storing(
         if media.image_urls:
             images[message_id] = media.image_urls
 
+    if pending is not None:  # withheld; what found the turn taken while we held it is ours
+        if claim.get("token") and pending["unhandled"] and pending.get("ai_allowed"):
+            return answer_turn(
+                services, advisor, msg.customer_phone, conversation_id,
+                Turn.from_state(pending), deadline,
+            )  # fmt: skip
+        return Outcome("rate_limited", message_id, conversation_id)
     if state["opt_changed"] or not state["ai_allowed"]:
         if state["opt_changed"]:
             kind = "opted_out" if opt == "out" else "opted_in"
@@ -158,7 +156,6 @@ def _after_storing(
             services, advisor, msg.customer_phone, conversation_id, turn, deadline,
             waited=message_id,
         )  # fmt: skip
-    claim: dict[str, Any] = state["turn"]
     if not claim["held"]:
         log.info("conversation busy, its holder answers", conversation_id=conversation_id)
         return Outcome("busy", message_id, conversation_id)
@@ -409,6 +406,28 @@ def _commit_and_send(
                      "error_message": last.error_message})  # fmt: skip
     services.db.value("select public.record_send_results(%s)", (Jsonb(sent),))
     return True
+
+
+def _within_rate_limits(services: Services, advisor: Advisor, msg: InboundMessage) -> bool:
+    """Both limits in one Redis round trip (allowed when Redis is down)."""
+    if not services.upstash:
+        return True
+    settings = services.settings
+    customer_ok, advisor_ok = services.upstash.admit(
+        [
+            ("rl:customer", settings.rate_limit_customer_per_minute, msg.customer_phone),
+            ("rl:advisor", settings.rate_limit_advisor_per_minute, advisor.id),
+        ]
+    )
+    if not (customer_ok and advisor_ok):
+        log.warning(
+            "rate limit: message stored, AI withheld",
+            customer_limited=not customer_ok,
+            advisor_limited=not advisor_ok,
+            advisor_id=advisor.id,
+            customer_phone=msg.customer_phone,
+        )
+    return customer_ok and advisor_ok
 
 
 def _burst_wait(configured: float, msg: InboundMessage) -> float:

@@ -9,7 +9,8 @@
 --   at once, takes the turn in the same round trip;
 -- - take_turn takes it later (a fragment after its burst wait, a sweep, the holder's next turn),
 --   and tells a fragment that a newer message will answer, or that its turn was answered;
--- - finish_turn lets go and returns what arrived meanwhile (pending_turn), in one round trip.
+-- - finish_turn lets go and returns what arrived meanwhile (pending_turn), in one round trip;
+-- - withhold_turn does the same for a message the rate limits withhold from the AI.
 -- Release and the check for new messages are one transaction, so a message is never left with
 -- nobody to answer it: either the holder's check sees it, or its own take_turn finds the turn
 -- free (waiting on the holder's row lock if need be).
@@ -73,6 +74,22 @@ begin
 end
 $$;
 
+-- A message the rate limits withhold from the AI (they are asked after storing, only for a
+-- message the AI would answer): handled without a reply, and the turn, when its request took
+-- it, let go, with what arrived meanwhile.
+create function public.withhold_turn(
+  p_conversation_id uuid, p_message_id uuid, p_token uuid, p_history_limit integer default 20,
+  p_knowledge_top_k integer default 0
+) returns jsonb
+language plpgsql security definer set search_path = '' as $$
+begin
+  update public.messages set handled_at = now()
+  where id = p_message_id and conversation_id = p_conversation_id and direction = 'inbound'
+    and handled_at is null;
+  return public.finish_turn(p_conversation_id, p_token, p_history_limit, p_knowledge_top_k);
+end
+$$;
+
 -- ingest_inbound, and with p_turn_lease the turn too when the AI may answer this message.
 create function public.receive_inbound(
   p_turn_lease interval,
@@ -107,6 +124,7 @@ begin
   foreach f in array array[
     'public.take_turn(uuid, interval, uuid)',
     'public.finish_turn(uuid, uuid, integer, integer)',
+    'public.withhold_turn(uuid, uuid, uuid, integer, integer)',
     'public.receive_inbound(interval, uuid, text, text, text, text, jsonb, text, boolean, integer, integer)'
   ] loop
     execute format('revoke all on function %s from public, anon, authenticated', f);

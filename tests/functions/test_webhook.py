@@ -219,7 +219,7 @@ def test_hot_path_is_one_redis_round_trip(
     assert len(twilio_api.sent) == 2
 
 
-def test_a_message_the_ai_does_not_answer_is_one_redis_round_trip_and_dedups_in_postgres(
+def test_a_message_the_ai_does_not_answer_makes_no_redis_call_and_dedups_in_postgres(
     webhook: WebhookClient,
     advisor: dict[str, Any],
     db: psycopg.Connection[Any],
@@ -234,7 +234,7 @@ def test_a_message_the_ai_does_not_answer_is_one_redis_round_trip_and_dedups_in_
     before = upstash_bridge.requests
     form = inbound_form(customer, number, "segundo")
     assert webhook.post(form).status_code == 200
-    assert upstash_bridge.requests - before == 1  # admission only
+    assert upstash_bridge.requests - before == 0  # no rate limits to ask: the AI is paused
     assert len(twilio_api.sent) == 1
     # Twilio redelivers it: Postgres keeps one row.
     assert webhook.post(form).status_code == 200
@@ -544,6 +544,18 @@ def test_customer_rate_limit_stores_but_withholds_the_ai(
     inbound = [m for m in messages_of(db, advisor["id"]) if m["direction"] == "inbound"]
     assert len(inbound) == 3
     assert len(twilio_api.bodies(customer)) == 2
+    # The withheld message is handled (the sweep leaves it alone), and its turn let go.
+    unhandled = db.execute(
+        "select count(*) as n from messages"
+        " where advisor_id = %s and direction = 'inbound' and handled_at is null",
+        (advisor["id"],),
+    ).fetchone()
+    held = db.execute(
+        "select count(*) as n from private.turn_holders t"
+        " join conversations c on c.id = t.conversation_id where c.advisor_id = %s",
+        (advisor["id"],),
+    ).fetchone()
+    assert (unhandled, held) == ({"n": 0}, {"n": 0})
 
 
 def test_unknown_or_inactive_number_is_kept_unrouted(
