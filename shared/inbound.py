@@ -103,14 +103,12 @@ def _after_storing(
         return Outcome("duplicate", message_id, conversation_id)
     log.info("inbound stored", sid=msg.message_sid, message_id=message_id)
     claim: dict[str, Any] = state.get("turn") or {}
-    pending: dict[str, Any] | None = None
-    if state["ai_allowed"] and not _within_rate_limits(services, advisor, msg):
-        settings = services.settings
-        pending = services.db.value(
-            "select public.withhold_turn(%s, %s, %s, %s, %s)",
-            (conversation_id, message_id, claim.get("token"), settings.history_limit,
-             settings.knowledge_top_k),
-        )  # fmt: skip
+    limited = state["ai_allowed"] and not _within_rate_limits(services, advisor, msg)
+    if limited:
+        services.db.value(
+            "select public.withhold_turn(%s, %s, %s)",
+            (conversation_id, message_id, claim.get("token")),
+        )
 
     history: list[dict[str, Any]] = state["history"]
     images: dict[str, list[str]] = {}
@@ -129,12 +127,7 @@ def _after_storing(
         if media.image_urls:
             images[message_id] = media.image_urls
 
-    if pending is not None:  # withheld; what found the turn taken while we held it is ours
-        if claim.get("token") and pending["unhandled"] and pending.get("ai_allowed"):
-            return answer_turn(
-                services, advisor, msg.customer_phone, conversation_id,
-                Turn.from_state(pending), deadline,
-            )  # fmt: skip
+    if limited:
         return Outcome("rate_limited", message_id, conversation_id)
     if state["opt_changed"] or not state["ai_allowed"]:
         if state["opt_changed"]:

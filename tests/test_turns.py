@@ -149,10 +149,30 @@ def test_receiving_takes_the_turn_only_for_a_message_the_ai_answers_now(
     assert answered["turn"]["held"] is True
 
 
+def test_a_withheld_message_is_handled_alone_and_its_turn_let_go(
+    db: psycopg.Connection[Any], advisor: dict[str, Any]
+) -> None:
+    customer = f.phone("+57399")
+    fragment = receive(db, advisor["id"], customer, "hola", lease=None)  # still waiting
+    limited = receive(db, advisor["id"], customer, "¿precio?")
+    conversation = limited["conversation_id"]
+    db.execute(
+        "select withhold_turn(%s, %s, %s)",
+        (conversation, limited["message_id"], limited["turn"]["token"]),
+    )
+    unhandled = db.execute(
+        "select id from messages where conversation_id = %s and handled_at is null",
+        (conversation,),
+    ).fetchall()
+    assert [str(r["id"]) for r in unhandled] == [fragment["message_id"]]
+    assert take(db, conversation)["held"] is True
+
+
 def test_only_the_functions_role_may_touch_turns(db: psycopg.Connection[Any]) -> None:
     for function in (
         "take_turn(uuid, interval, uuid)",
         "finish_turn(uuid, uuid, integer, integer)",
+        "withhold_turn(uuid, uuid, uuid)",
         "receive_inbound(interval, uuid, text, text, text, text, jsonb, text, boolean, integer,"
         " integer)",
     ):

@@ -552,7 +552,8 @@ def test_customer_rate_limit_stores_but_withholds_the_ai(
     ).fetchone()
     held = db.execute(
         "select count(*) as n from private.turn_holders t"
-        " join conversations c on c.id = t.conversation_id where c.advisor_id = %s",
+        " join conversations c on c.id = t.conversation_id"
+        " where c.advisor_id = %s and t.held_until > now()",
         (advisor["id"],),
     ).fetchone()
     assert (unhandled, held) == ({"n": 0}, {"n": 0})
