@@ -523,7 +523,11 @@ PROFILE_READING = [
     " and takes the turn when it is answered at once, `finish_turn` lets go and returns what"
     " arrived meanwhile, `take_turn` after a fragment's wait), dedup is Postgres' alone, and the"
     " rate limits are asked only for a message the AI would answer. Upstash calls: 3 to 1 per"
-    " AI-answered message, 1 to 0 per stored-only one, 5 to 1 per fragment that waited.",
+    " AI-answered message, 1 to 0 per stored-only one, 5 to 1 per fragment that waited. Measured"
+    " once against the code before it, both served side by side in one run and alternated four"
+    " times (800 AI-answered and 400 stored-only messages each time): AI-answered 15.5 to 13.2 ms"
+    " of webhook CPU (-15%), stored-only 5.2 to 3.6 ms (-30%). The turn costs Postgres about"
+    " 0.2 ms per message (taking and letting go, measured in the server).",
     "- What changed before: the model call goes through the SDK's generic `post` (same request,"
     " retries, errors and `ChatCompletion`, without create()'s input transform: 6.9 to 1.4 ms with"
     " 20 messages of history); Twilio's client reads the proxy settings once per instance; the leak"
