@@ -418,6 +418,27 @@ BASELINE = {
 }
 
 
+# The same run's yardstick for the machine's speed: the baseline sequence (section 2, code that
+# never changes) at 50 msg/s took this much webhook CPU per message in the run of the column.
+BASELINE_YARDSTICK_MS = 5.19
+
+
+def _yardstick(report: dict[str, Any]) -> list[str]:
+    """This run's speed against the "before" run's, from section 2's unchanged code."""
+    row = next((r for r in report.get("baseline", []) if r.get("rate") == 50), None)
+    if row is None:
+        return []
+    ratio = row["cpu_webhook_ms"] / BASELINE_YARDSTICK_MS
+    return [
+        "",
+        f"This machine's speed varies between runs. Yardstick: the baseline sequence (section 2, the"
+        f" same code in every run) took {row['cpu_webhook_ms']:.2f} ms of webhook CPU per message at"
+        f' 50 msg/s in this run, against {BASELINE_YARDSTICK_MS:.2f} ms in the run of the "before"'
+        f' column: {ratio:.2f} times as much. Compare a row with its "before" figure times'
+        f" {ratio:.2f}, or with the side-by-side measurement in section 11.",
+    ]
+
+
 def _f(value: float, digits: int = 1) -> str:
     return "—" if value != value else f"{value:.{digits}f}"
 
@@ -439,6 +460,7 @@ def render(report: dict[str, Any], seconds: float) -> list[str]:
             f" {row['cpu_ms_per_message']:.2f} | {_f(row.get('cpu_ms_per_callback', float('nan')), 2)} |"
             f" {BASELINE.get(row['path'], '—')} |"
         )
+    lines += _yardstick(report)
     burst = report["burst"]
     lines += [
         "",

@@ -101,3 +101,13 @@ def test_the_burst_replay_follows_the_webhooks_rules() -> None:
     # ...unless the first reply is refused for missing them: one reply, two model calls.
     replies, wait, calls = replay(quick, no_wait, redo=True)
     assert (replies, calls) == (1, 2) and abs(wait - 0.8 + 0.6) < 1e-9
+
+
+def test_the_cpu_section_states_this_runs_speed_against_the_before_run() -> None:
+    from devstack.cost_bench import BASELINE_YARDSTICK_MS, _yardstick
+
+    report = {"baseline": [{"rate": 10, "cpu_webhook_ms": 1.0},
+                           {"rate": 50, "cpu_webhook_ms": 2 * BASELINE_YARDSTICK_MS}]}  # fmt: skip
+    text = " ".join(_yardstick(report))
+    assert f"{2 * BASELINE_YARDSTICK_MS:.2f} ms" in text and "2.00 times as much" in text
+    assert _yardstick({"baseline": [{"rate": 10, "cpu_webhook_ms": 1.0}]}) == []
