@@ -137,3 +137,6 @@ begin
   end loop;
 end
 $$;
+
+-- The burst's Redis-down fallback asked this; take_turn answers the question now.
+drop function public.latest_inbound_id(uuid);
