@@ -70,6 +70,11 @@ class LatencyProxy:
         self._ready.set()
         self._loop.run_forever()
         server.close()
+        pending = asyncio.all_tasks(self._loop)  # connections still open: end them, then close
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port, socket_path = self.target
@@ -84,10 +89,26 @@ class LatencyProxy:
         )
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                await asyncio.sleep(self.delay)
+        """A delay line: every chunk is written `delay` after it was read, while the next ones
+        are read meanwhile, so a reply that arrives in several chunks still costs one delay
+        (sleeping before each write would add a delay per chunk)."""
+        loop = asyncio.get_running_loop()
+        line: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await line.get()
+                if not data:
+                    return
+                await asyncio.sleep(max(0.0, due - loop.time()))
                 writer.write(data)
                 await writer.drain()
+
+        delivering = asyncio.ensure_future(deliver())
+        try:
+            while data := await reader.read(65536):
+                line.put_nowait((loop.time() + self.delay, data))
         finally:
+            line.put_nowait((loop.time() + self.delay, b""))
+            await asyncio.gather(delivering, return_exceptions=True)
             writer.close()
