@@ -41,7 +41,7 @@ import requests
 
 from devstack import cost_bench, functions, knowledge_bench, postgres
 from devstack.latency_proxy import database_target, start_in_own_process
-from devstack.measuring import percentile, tree_cpu
+from devstack.measuring import percentile, quiet_collector, tree_cpu
 from devstack.stack import Ports, Stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -275,6 +275,7 @@ def measure(
     clients: int,
     customers: int,
 ) -> dict[str, Any]:
+    quiet_collector()
     probe.start()
     cpu_before = psutil.cpu_times()
     result = drive(url, public_url, rate, duration, clients, customers)

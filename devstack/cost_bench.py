@@ -37,7 +37,7 @@ from twilio.request_validator import RequestValidator
 from devstack import functions, postgres
 from devstack.conversation_fixture import BURSTS, CONVERSATIONS, FIXTURE, Sequence
 from devstack.latency_proxy import database_target, start_in_own_process
-from devstack.measuring import percentile, tree_cpu
+from devstack.measuring import percentile, quiet_collector, tree_cpu
 from devstack.stack import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, Stack
 from shared.burst import burst_wait
 
@@ -173,6 +173,7 @@ def cpu_run(
     forms = signed_forms(served.url, customers, advisors, bodies, messages, seed=len(bodies))
     twilio.callback_statuses = ("sent", "delivered", "read") if callbacks else ()
     process = served.psutil
+    quiet_collector()
     callbacks_before, sends_before = len(twilio.callbacks), len(twilio.messages)
     before = tree_cpu(process)
     sent = post_all(served.url, forms, rate)
@@ -322,6 +323,7 @@ def time_to_reply(
             customers = _customers(int(rate * seconds), f"+57{38 + n}")
             forms = signed_forms(served.url, customers, advisors, QUESTIONS, len(customers), 4)
             start = len(stack.twilio.messages)
+            quiet_collector()
             sent = post_all(served.url, forms, rate)
             replied = {m["to"]: m["received_monotonic"] for m in stack.twilio.messages[start:]}
             added = sorted((replied[who] - posted - MODEL_SECONDS) * 1000

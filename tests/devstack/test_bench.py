@@ -3,12 +3,14 @@ number of the report (how fast they are is the benchmark's business, not the tes
 
 from __future__ import annotations
 
+import gc
 import math
 from pathlib import Path
 
 import pytest
 
 from devstack import bench
+from devstack.measuring import quiet_collector
 from tests.conftest import DatabaseUrls
 
 
@@ -111,3 +113,16 @@ def test_the_cpu_section_states_this_runs_speed_against_the_before_run() -> None
     text = " ".join(_yardstick(report))
     assert f"{2 * BASELINE_YARDSTICK_MS:.2f} ms" in text and "2.00 times as much" in text
     assert _yardstick({"baseline": [{"rate": 10, "cpu_webhook_ms": 1.0}]}) == []
+
+
+def test_quiet_collector_takes_what_is_alive_out_of_the_collectors_walk() -> None:
+    """What the stand-ins recorded before a timed run is no longer walked by a collection."""
+    records = [{"sid": f"SM{n}", "media": []} for n in range(1000)]
+    assert gc.is_tracked(records) and any(o is records for o in gc.get_objects())
+    frozen_before = gc.get_freeze_count()
+    try:
+        quiet_collector()
+        assert gc.get_freeze_count() >= frozen_before + len(records)
+        assert not any(o is records for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
