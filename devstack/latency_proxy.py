@@ -74,6 +74,8 @@ class LatencyProxy:
         for task in pending:
             task.cancel()
         self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        # Closed transports let go of their sockets on the loop's next turn.
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
         self._loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -108,7 +110,8 @@ class LatencyProxy:
         try:
             while data := await reader.read(65536):
                 line.put_nowait((loop.time() + self.delay, data))
+            line.put_nowait((loop.time() + self.delay, b""))  # the end, after what came before
+            await delivering
         finally:
-            line.put_nowait((loop.time() + self.delay, b""))
-            await asyncio.gather(delivering, return_exceptions=True)
+            delivering.cancel()  # only still running when stopped
             writer.close()
