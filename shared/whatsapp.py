@@ -5,8 +5,9 @@ Failures never raise: the result carries Twilio's error code when Twilio answere
 message (a timeout, a dropped connection, a 5xx without Twilio's error body): the sweep looks
 those up in Twilio's Messages list before it sends them again.
 
-twilio-python's client is not thread-safe (its HTTP client keeps the last response on itself),
-and an instance serves several requests at once: each thread gets a client of its own.
+An instance serves several requests at once, and twilio-python's clients are not meant to be
+shared by threads: each thread gets a client of its own, over `shared.twilio_http` (the SDK's
+requests, without a requests Session's per-call overhead).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from datetime import datetime, timedelta
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
-from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from shared.observability import get_logger
+from shared.twilio_http import AdapterHttpClient
 
 log = get_logger(__name__)
 
@@ -51,7 +52,7 @@ STATUS_MAP = {
 
 # The typing indicator names a message by its sid: SM… (text) or MM… (media).
 MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-f]{32}$")
-# The environment's HTTP(S)_PROXY, read once per instance.
+# The environment's HTTP(S)_PROXY, read once per instance (requests would read it every call).
 _PROXIES = urllib.request.getproxies()
 # It is a courtesy: never worth more than this much waiting, in the background.
 TYPING_TIMEOUT_SECONDS = 2.0
@@ -119,12 +120,7 @@ class WhatsApp:
         """This thread's Twilio client."""
         client: Client | None = getattr(self._local, "client", None)
         if client is None:
-            http = TwilioHttpClient(timeout=self._timeout, max_retries=0, proxy=_PROXIES)
-            # requests reads the proxy variables from the environment on every call (a fifth
-            # of the SDK's CPU per message): they were read once, above.
-            assert http.session is not None
-            http.session.trust_env = False
-            client = Client(*self._auth, http_client=http)
+            client = Client(*self._auth, http_client=AdapterHttpClient(self._timeout, _PROXIES))
             if self._api_base_url:  # the local emulator stands in for Twilio's API domains
                 client.api.base_url = self._api_base_url
                 client.messaging.base_url = self._api_base_url
@@ -139,9 +135,8 @@ class WhatsApp:
         with self._clients_lock:
             clients, self._clients = self._clients, []
         for client in clients:
-            http = client.http_client
-            if isinstance(http, TwilioHttpClient) and http.session is not None:
-                http.session.close()
+            if isinstance(client.http_client, AdapterHttpClient):
+                client.http_client.close()
 
     def download_media(self, url: str, max_bytes: int, timeout: float) -> tuple[bytes, str]:
         """Fetch an inbound MediaUrl with the account's credentials (Twilio redirects to its CDN;
@@ -228,8 +223,7 @@ class WhatsApp:
         if not MESSAGE_SID.match(message_sid):
             return False
         client = self.client  # this background thread's own: its timeout is ours to set
-        if isinstance(client.http_client, TwilioHttpClient):
-            client.http_client.timeout = TYPING_TIMEOUT_SECONDS
+        client.http_client.timeout = TYPING_TIMEOUT_SECONDS
         try:
             client.messaging.v2.typing_indicator.create(channel="whatsapp", message_id=message_sid)
         except (TwilioException, requests.RequestException) as exc:
