@@ -523,32 +523,43 @@ def render(report: dict[str, Any], seconds: float) -> list[str]:
     return lines
 
 
-# Read with py-spy (--gil, 500 Hz) on the webhook's gunicorn worker during 1,200 AI-answered and
-# 1,500 stored-only messages at 40 msg/s, with the code of this run, and with the thread CPU of
-# single calls against the stand-ins; kept here so the report carries it (re-read it when the hot
-# path changes).
+# Read with py-spy (--gil, 500 Hz) on the webhook's gunicorn worker during 2,000 AI-answered
+# messages at 50 msg/s (and 1,500 stored-only at 40 msg/s), and with the thread CPU of single
+# calls against the stand-ins; kept here so the report carries it (re-read it when the hot path
+# changes).
 PROFILE_READING = [
-    "- Where the webhook's CPU goes now (share of GIL-holding samples), AI-answered: OpenAI SDK 20%;"
-    " gunicorn, Flask and functions-framework outside our handler 19%; the Twilio send 16%; the one"
-    " Upstash call (both rate limits) 13.5%; the Postgres client 13% (four calls); logging 3.6%; the"
-    " typing indicator 3.4%; the empty TwiML answer, form parsing, the signature check and the reply"
-    " check 1 to 2% each; the rest of our code 6%. Stored-only: the framework 57%, the Postgres"
-    " client 19% (one call, a fifth of it decoding the returned JSON), the rest of ours 24%. Before"
-    " the turn moved to Postgres: Upstash 34%, OpenAI 17%, Twilio 17%, Postgres 9%, framework 16%.",
+    "- Where the webhook's CPU goes now (share of GIL-holding samples), AI-answered: OpenAI SDK 24%;"
+    " the one Upstash call (both rate limits) 17%; gunicorn, Flask and functions-framework outside"
+    " our handler 15%; the Twilio send 12%; the Postgres client 12% (four calls); the typing"
+    " indicator 5%; logging 3%; form parsing, the signature check, the reply check and the empty"
+    " TwiML answer 1 to 2% each; the rest of our code 7%. Stored-only (read before the Twilio"
+    " change, which it does not touch): the framework 57%, the Postgres client 19% (one call, a"
+    " fifth of it decoding the returned JSON), the rest of ours 24%. Before the Twilio change,"
+    " AI-answered: OpenAI 20%, framework 19%, Twilio send 16%, Upstash 13.5%, Postgres 13%.",
     "- Thread CPU of single calls against the stand-ins: a Postgres call (psycopg, pooled) 0.1 ms;"
-    " an Upstash call 0.85 ms; a Twilio send 1.1 ms, the typing indicator 0.8 ms; the model call"
-    " 1.3 ms with 20 messages of history. One JSON POST to the same local server costs 0.60 ms with"
-    " httpx, 0.68 with requests, 0.35 with urllib3 and 0.16 with http.client; an httpx transport over"
-    " urllib3 saved nothing (0.67 against 0.73 ms): httpx's client, not its transport, is half of"
-    " it. A Redis call over Upstash's REST API costs the webhook eight times a Postgres call.",
+    " an Upstash call 0.85 ms; the model call 1.3 ms with 20 messages of history; a Twilio send"
+    " 0.8 ms and the typing indicator 0.7 ms (1.3 and 1.0 ms through a requests Session, measured"
+    " alternately in one run; a plain urllib3 client would save at most another 0.1 ms). One JSON"
+    " POST to the same local server costs 0.60 ms with httpx, 0.68 with requests, 0.35 with"
+    " urllib3 and 0.16 with http.client; an httpx transport over urllib3 saved nothing (0.67"
+    " against 0.73 ms): httpx's client, not its transport, is half of it. A Redis call over"
+    " Upstash's REST API costs the webhook eight times a Postgres call.",
     "- Floor of the served function: 0.55 ms of CPU for GET /health, 1.1 ms for a POST rejected at"
     " the signature check; under load the framework's share of a stored-only message is about"
     " 1.6 ms. So the targets cannot be reached by our code alone: the framework and the four SDK"
-    " calls an AI-answered message needs already cost more than 4.0 ms, and the framework alone"
+    " calls an AI-answered message needs already cost more than 5 ms, and the framework alone"
     " about the 1.5 ms a stored-only message may cost. `gc.freeze()` after the cold start changed"
     " nothing measurable. The dev defaults cost more than the bench's path because of Twilio's"
     " delivery callbacks (three per reply, each a full request), not the burst wait.",
-    "- What changed in the measurement, last: the latency proxy of sections 2b and 9 slept before"
+    "- What changed in the code, last: twilio-python's requests go through our `HttpClient`"
+    " (`shared/twilio_http.py`, the SDK's documented extension point), which hands the request the"
+    " SDK built straight to a requests `HTTPAdapter`: no Session preparing cookies, hooks and auth"
+    " objects, no SDK log lines formatted for nobody; the same bytes on the wire, the same pool,"
+    " keep-alive and exceptions. Measured against the code before it, both served side by side"
+    " in one run and alternated four times (800 messages each time): AI-answered 12.8 to 9.9 ms"
+    " of webhook CPU (-23%), stored-only 3.4 and 3.1 ms (untouched: noise). The saving is larger"
+    " than the two calls' own (about 0.9 ms measured alone); the rest was not traced.",
+    "- What changed in the measurement before: the latency proxy of sections 2b and 9 slept before"
     " writing each chunk it read, so a reply of several chunks paid the delay once per chunk and a"
     " connection's chunks queued behind each other; it is now a delay line (every chunk is written"
     " its delay after it arrived, the next ones read meanwhile). Time to reply at 50 msg/s on a fresh"
@@ -559,21 +570,18 @@ PROFILE_READING = [
     " collection took 0.12 s by section 9): each timed run now starts with one collection and"
     " `gc.freeze()`. Time to reply at 50 msg/s right after section 7's runs: 51.2/132.9 ms without,"
     " 31.2/59.0 with it. Neither touches the functions' code or CPU.",
-    "- What changed in the code, last: the conversation's turn and the burst's newest message moved"
-    " from Redis to Postgres, into round trips the webhook makes anyway (`receive_inbound` stores"
-    " the message and takes the turn when it is answered at once, `finish_turn` lets go and returns"
-    " what arrived meanwhile, `take_turn` after a fragment's wait), dedup is Postgres' alone, and"
-    " the rate limits are asked only for a message the AI would answer. Upstash calls: 3 to 1 per"
-    " AI-answered message, 1 to 0 per stored-only one, 5 to 1 per fragment that waited. Measured"
-    " once against the code before it, both served side by side in one run and alternated four"
-    " times (800 AI-answered and 400 stored-only messages each time): AI-answered 15.5 to 13.2 ms"
-    " of webhook CPU (-15%), stored-only 5.2 to 3.6 ms (-30%). The turn costs Postgres about"
-    " 0.2 ms per message (taking and letting go, measured in the server).",
-    "- What changed before: the model call goes through the SDK's generic `post` (same request,"
-    " retries, errors and `ChatCompletion`, without create()'s input transform: 6.9 to 1.4 ms with"
-    " 20 messages of history); Twilio's client reads the proxy settings once per instance; the leak"
+    "- What changed in the code before: the conversation's turn and the burst's newest message"
+    " moved from Redis to Postgres, into round trips the webhook makes anyway (`receive_inbound`"
+    " stores the message and takes the turn when it is answered at once, `finish_turn` lets go"
+    " and returns what arrived meanwhile, `take_turn` after a fragment's wait), dedup is Postgres'"
+    " alone, and the rate limits are asked only for a message the AI would answer. Upstash calls:"
+    " 3 to 1 per AI-answered message, 1 to 0 per stored-only one, 5 to 1 per fragment that"
+    " waited. Measured side by side against the code before it: AI-answered 15.5 to 13.2 ms of"
+    " webhook CPU (-15%), stored-only 5.2 to 3.6 ms (-30%). The turn costs Postgres about 0.2 ms"
+    " per message (taking and letting go, measured in the server). Earlier: the model call goes"
+    " through the SDK's generic `post` (same request, retries, errors and `ChatCompletion`,"
+    " without create()'s input transform: 6.9 to 1.4 ms with 20 messages of history); the leak"
     " check compares word runs against a cached set; only fragments wait for the rest of a burst.",
-    "- Left as they are: each SDK's own per-call cost (Twilio over requests, OpenAI over httpx2,"
-    " Upstash over httpx: 0.6 to 1.1 ms a call, of which a plain urllib3 call would save about half)"
-    " and the served function's floor.",
+    "- Left as they are: the OpenAI and Upstash SDKs' own per-call cost (over httpx2 and httpx:"
+    " 0.85 to 1.3 ms a call, about half of it httpx's client) and the served function's floor.",
 ]
