@@ -31,8 +31,12 @@ log = get_logger("webhook")
 validator = RequestValidator(settings.secret(settings.twilio_auth_token))
 
 
-def _twiml(status: int = 200) -> Response:
-    return Response(str(MessagingResponse()), status=status, mimetype="text/xml")
+# Twilio needs no instructions back: the reply is sent through the REST API.
+EMPTY_TWIML = str(MessagingResponse())
+
+
+def _twiml() -> Response:
+    return Response(EMPTY_TWIML, mimetype="text/xml")
 
 
 def _error(status: int, reason: str) -> Response:
