@@ -19,7 +19,6 @@ import argparse
 import cProfile
 import io
 import json
-import multiprocessing
 import os
 import platform
 import pstats
@@ -28,7 +27,6 @@ import tempfile
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -37,9 +35,8 @@ from typing import Any
 
 import psutil
 import psycopg
-import requests
 
-from devstack import cost_bench, functions, knowledge_bench, postgres
+from devstack import cost_bench, functions, knowledge_bench, load, postgres
 from devstack.latency_proxy import database_target, start_in_own_process
 from devstack.measuring import percentile, quiet_collector, tree_cpu
 from devstack.stack import Ports, Stack
@@ -119,7 +116,7 @@ TINY = Config(
 )
 
 
-# -- load driving (in its own process, so it does not share a GIL with the stand-ins) -------------
+# -- load driving (devstack/load.py: a process of its own) ------------------------------------
 def _forms(
     count: int, customers: int, public_url: str, seed: int
 ) -> list[tuple[dict[str, str], str]]:
@@ -132,85 +129,19 @@ def _forms(
     )
 
 
-def _drive(url: str, public_url: str, rate: float, duration: float, clients: int, customers: int,
-           seed: int, results: Any) -> None:  # fmt: skip
-    """Open loop at `rate` (clients=0) or closed loop with `clients` workers; sends latencies."""
-    count = int(rate * duration) if rate else int(duration * 400)
-    forms = _forms(count, customers, public_url, seed)
-    local = threading.local()
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-
-    def post(form: dict[str, str], signature: str, scheduled: float) -> None:
-        nonlocal errors
-        session = getattr(local, "session", None) or requests.Session()
-        local.session = session
-        try:
-            ok = session.post(
-                url, data=form, headers={"X-Twilio-Signature": signature}, timeout=30
-            ).ok
-        except requests.RequestException:
-            ok = False
-        done = time.perf_counter()
-        with lock:
-            if ok:
-                latencies.append(done - scheduled)
-            else:
-                errors += 1
-
-    started = time.perf_counter()
-    if rate:
-        with ThreadPoolExecutor(max_workers=128) as pool:
-            for i, (form, signature) in enumerate(forms):
-                scheduled = started + i / rate
-                delay = scheduled - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                pool.submit(post, form, signature, scheduled)
-    else:
-        stop_at = started + duration
-        queue = iter(forms)
-        queue_lock = threading.Lock()
-
-        def worker() -> None:
-            while time.perf_counter() < stop_at:
-                with queue_lock:
-                    item = next(queue, None)
-                if item is None:
-                    return
-                post(item[0], item[1], time.perf_counter())
-
-        threads = [threading.Thread(target=worker) for _ in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    results.send({"latencies": latencies, "errors": errors, "wall": time.perf_counter() - started})
-
-
 def drive(
     url: str, public_url: str, rate: float, duration: float, clients: int = 0, customers: int = 2000
 ) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(
-        target=_drive,
-        args=(
-            url,
-            public_url,
-            rate,
-            duration,
-            clients,
-            customers,
-            random.randrange(1 << 30),
-            sender,
-        ),
-    )
-    process.start()
-    result: dict[str, Any] = receiver.recv()
-    process.join()
-    return result
+    """Open loop at `rate` (clients=0) or closed loop with `clients` workers; latencies from
+    each message's scheduled time."""
+    count = int(rate * duration) if rate else int(duration * 400)
+    forms = _forms(count, customers, public_url, random.randrange(1 << 30))
+    posted, wall = load.post_forms(url, forms, rate, clients, duration)
+    return {
+        "latencies": [p.done - p.scheduled for p in posted if p.ok],
+        "errors": sum(not p.ok for p in posted),
+        "wall": wall,
+    }
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -622,8 +553,7 @@ def run(config: Config, output: Path | None) -> dict[str, Any]:
             )
             report["profile"], report["counted"] = profile_hot_path(stack, config.profile_messages)
         finally:
-            for process in processes:
-                functions.stop(process)
+            functions.stop(*processes)
             for proxy in proxies:
                 proxy.terminate()
         report["versions"] = _versions(stack.database_url)

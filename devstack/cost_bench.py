@@ -18,13 +18,10 @@ time to the reply, and the model input each reply pays for.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import random
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,7 @@ import psycopg
 import requests
 from twilio.request_validator import RequestValidator
 
-from devstack import functions, postgres
+from devstack import functions, load, postgres
 from devstack.conversation_fixture import BURSTS, CONVERSATIONS, FIXTURE, Sequence
 from devstack.latency_proxy import database_target, start_in_own_process
 from devstack.measuring import percentile, quiet_collector, tree_cpu
@@ -85,46 +82,9 @@ def signed_forms(
     return out
 
 
-def _post_all(url: str, forms: list[tuple[dict[str, str], str]], rate: float, results: Any) -> None:
-    """Open loop: form i is posted at start + i/rate; sends (From, posted at, ok) per form, with
-    time.monotonic() (one clock for every process of the machine)."""
-    local = threading.local()
-    sent: list[tuple[str, float, bool]] = []
-    lock = threading.Lock()
-
-    def post(form: dict[str, str], signature: str) -> None:
-        session = getattr(local, "session", None) or requests.Session()
-        local.session = session
-        posted = time.monotonic()
-        try:
-            ok = session.post(
-                url, data=form, headers={"X-Twilio-Signature": signature}, timeout=60
-            ).ok
-        except requests.RequestException:
-            ok = False
-        with lock:
-            sent.append((form["From"], posted, ok))
-
-    started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=256) as pool:
-        for i, (form, signature) in enumerate(forms):
-            delay = started + i / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            pool.submit(post, form, signature)
-    results.send(sent)
-
-
-def post_all(
-    url: str, forms: list[tuple[dict[str, str], str]], rate: float
-) -> list[tuple[str, float, bool]]:
-    ctx = multiprocessing.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_post_all, args=(url, forms, rate, sender))
-    process.start()
-    sent: list[tuple[str, float, bool]] = receiver.recv()
-    process.join()
-    return sent
+def post_all(url: str, forms: list[tuple[dict[str, str], str]], rate: float) -> list[load.Posted]:
+    """Open loop at `rate`, from the load generator's own process."""
+    return load.post_forms(url, forms, rate)[0]
 
 
 def _eventually(condition: Callable[[], bool], seconds: float = 120) -> bool:
@@ -184,7 +144,7 @@ def cpu_run(
     twilio.callback_statuses = ()
     received = len(twilio.callbacks) - callbacks_before
     return {
-        "messages": len(sent), "errors": sum(not ok for _, _, ok in sent), "replies": sends,
+        "messages": len(sent), "errors": sum(not p.ok for p in sent), "replies": sends,
         "callbacks": received, "cpu_ms_total": cpu_ms, "cpu_ms_per_message": cpu_ms / max(len(sent), 1),
     }  # fmt: skip
 
@@ -326,8 +286,8 @@ def time_to_reply(
             quiet_collector()
             sent = post_all(served.url, forms, rate)
             replied = {m["to"]: m["received_monotonic"] for m in stack.twilio.messages[start:]}
-            added = sorted((replied[who] - posted - MODEL_SECONDS) * 1000
-                           for who, posted, ok in sent if ok and who in replied)  # fmt: skip
+            added = sorted((replied[p.sender] - p.started - MODEL_SECONDS) * 1000
+                           for p in sent if p.ok and p.sender in replied)  # fmt: skip
             rows.append({
                 "rate": rate, "questions": len(sent), "replied": len(added),
                 "p50": percentile(added, 50), "p95": percentile(added, 95), "p99": percentile(added, 99),

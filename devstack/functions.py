@@ -77,9 +77,13 @@ def wait_until_listening(port: int, process: subprocess.Popen[bytes], timeout: f
     raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    if process.poll() is None:
-        process.terminate()
+def stop(*processes: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """Stop served functions: all are asked at once (gunicorn shuts down gracefully, about a
+    second each), then each is waited for, and killed if it will not go."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:

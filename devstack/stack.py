@@ -229,8 +229,7 @@ class Stack:
         (self.dev_dir / "env").write_text("\n".join(lines) + "\n")
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            functions.stop(process)
+        functions.stop(*self.processes.values())
         self.processes.clear()
         self._exit.close()
 
