@@ -149,49 +149,58 @@ def cpu_run(
     }  # fmt: skip
 
 
+# Section 7's rows take turns, a slice of each per round, so a slow phase of this machine
+# (they last from seconds to minutes) falls on every row alike.
+CPU_ROUNDS = 4
+DEV_DEFAULTS = {"THREADS": "64", "RATE_LIMIT_CUSTOMER_PER_MINUTE": "100000",
+                "RATE_LIMIT_ADVISOR_PER_MINUTE": "1000000", "GUNICORN_LOG_LEVEL": "error"}  # fmt: skip
+
+
 def cpu_per_message(stack: Stack, logs: Path, bench_settings: dict[str, str], messages: int,
                     rate: float) -> list[dict[str, Any]]:  # fmt: skip
-    """The bench's path (burst wait 0, no callbacks): AI-answered and stored-only messages; then
-    the dev stack's defaults (adaptive burst wait, typing indicator) without and with the
-    delivery callbacks, whose own cost is the difference per callback received."""
-    rows: list[dict[str, Any]] = []
-    served = serve_webhook(stack, logs, "cpu", bench_settings)
+    """The bench's path (burst wait 0, no callbacks): AI-answered and stored-only messages; and
+    the dev stack's defaults (adaptive burst wait, typing indicator; more threads, so waiting
+    fragments never queue the load) without and with the delivery callbacks, whose own cost
+    is the difference per callback received. Both served at once, rows alternated in rounds."""
+    bench = serve_webhook(stack, logs, "cpu", bench_settings)
+    dev = serve_webhook(stack, logs, "defaults", DEV_DEFAULTS)
+    advisors = _advisor_numbers(stack)
+    # (row, server, customers' prefix or None for the paused ones, callbacks)
+    plan = [
+        ("AI-answered (bench settings)", bench, "+5732", False),
+        ("stored only, AI paused (bench settings)", bench, None, False),
+        ("AI-answered, dev defaults, no callbacks", dev, "+5735", False),
+        ("AI-answered, dev defaults, with delivery callbacks", dev, "+5736", True),
+    ]
+    runs: dict[str, list[dict[str, Any]]] = {row: [] for row, *_ in plan}
+    per_round = max(messages // CPU_ROUNDS, 1)
     try:
-        warm = _customers(200, "+5731")
-        post_all(
-            served.url, signed_forms(served.url, warm, _advisor_numbers(stack), MIXED, 100, 1), 50
-        )
-        rows.append({"path": "AI-answered (bench settings)",
-                     **cpu_run(stack, served, MIXED, _customers(2000, "+5732"), messages, rate)})  # fmt: skip
+        for n, served in enumerate((bench, dev)):
+            warm = _customers(200, f"+573{1 + 3 * n}")
+            post_all(served.url, signed_forms(served.url, warm, advisors, MIXED, 100, 1 + n), 50)
         paused = _customers(300, "+5733")
         _pause_conversations(stack, paused)
-        rows.append({"path": "stored only, AI paused (bench settings)",
-                     **cpu_run(stack, served, MIXED, paused, messages, rate)})  # fmt: skip
+        for r in range(CPU_ROUNDS):
+            for row, served, prefix, callbacks in plan if r % 2 == 0 else plan[::-1]:
+                # Each round's customers are new: every AI-answered message opens a conversation.
+                customers = paused if prefix is None else _customers(per_round, f"{prefix}{r}")
+                runs[row].append(
+                    cpu_run(stack, served, MIXED, customers, per_round, rate, callbacks)
+                )
     finally:
-        functions.stop(served.process)
-    # The dev stack's defaults; more threads so waiting fragments never queue the load.
-    defaults = {"THREADS": "64", "RATE_LIMIT_CUSTOMER_PER_MINUTE": "100000",
-                "RATE_LIMIT_ADVISOR_PER_MINUTE": "1000000", "GUNICORN_LOG_LEVEL": "error"}  # fmt: skip
-    served = serve_webhook(stack, logs, "defaults", defaults)
-    try:
-        post_all(
-            served.url,
-            signed_forms(
-                served.url, _customers(200, "+5734"), _advisor_numbers(stack), MIXED, 100, 2
-            ),
-            50,
-        )
-        plain = cpu_run(stack, served, MIXED, _customers(2000, "+5735"), messages, rate)
-        rows.append({"path": "AI-answered, dev defaults, no callbacks", **plain})
-        with_callbacks = cpu_run(stack, served, MIXED, _customers(2000, "+5736"), messages, rate,
-                                 callbacks=True)  # fmt: skip
-        per_callback = (with_callbacks["cpu_ms_total"] - plain["cpu_ms_total"] * with_callbacks["messages"]
-                        / max(plain["messages"], 1)) / max(with_callbacks["callbacks"], 1)  # fmt: skip
-        rows.append({"path": "AI-answered, dev defaults, with delivery callbacks", **with_callbacks,
-                     "cpu_ms_per_callback": per_callback})  # fmt: skip
-    finally:
-        functions.stop(served.process)
+        functions.stop(bench.process, dev.process)
+    rows = [{"path": row, **_summed(chunks)} for row, chunks in runs.items()]
+    plain, with_callbacks = rows[2], rows[3]
+    with_callbacks["cpu_ms_per_callback"] = (
+        with_callbacks["cpu_ms_total"] - plain["cpu_ms_per_message"] * with_callbacks["messages"]
+    ) / max(with_callbacks["callbacks"], 1)
     return rows
+
+
+def _summed(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    total = {key: sum(chunk[key] for chunk in chunks)
+             for key in ("messages", "errors", "replies", "callbacks", "cpu_ms_total")}  # fmt: skip
+    return {**total, "cpu_ms_per_message": total["cpu_ms_total"] / max(total["messages"], 1)}
 
 
 # -- 8. Burst wait on the fixture ------------------------------------------------------------------
@@ -409,7 +418,9 @@ def render(report: dict[str, Any], seconds: float) -> list[str]:
     lines = ["## 7. CPU per message (the webhook process's own CPU time)", ""]
     lines += [
         "Each row posts its messages from a separate process at a fixed rate; the webhook runs alone in"
-        " its gunicorn process (1 worker), the stand-ins, the databases and the load elsewhere. Bench"
+        " its gunicorn process (1 worker), the stand-ins, the databases and the load elsewhere. The"
+        f" rows take turns, 1/{CPU_ROUNDS} of each per round, so a slow phase of"
+        " the machine falls on all of them alike. Bench"
         " settings: burst wait 0, no delivery callbacks, 8 threads. Dev defaults: adaptive burst wait"
         " 1.5 s, typing indicator, 64 threads (a waiting fragment holds a thread), rate limits raised.",
         "",
