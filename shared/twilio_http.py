@@ -29,12 +29,7 @@ _NO_BODY_METHODS = frozenset({"GET", "HEAD"})  # as requests: other methods say 
 
 def _encode(values: dict[str, object] | None) -> str:
     """Form or query encoding as requests does it: a list repeats its key, None is left out."""
-    pairs: list[tuple[str, str]] = []
-    for key, value in (values or {}).items():
-        for item in value if isinstance(value, list | tuple) else [value]:
-            if item is not None:
-                pairs.append((key, str(item)))
-    return urlencode(pairs)
+    return urlencode({k: v for k, v in (values or {}).items() if v is not None}, doseq=True)
 
 
 class AdapterHttpClient(HttpClient):  # type: ignore[misc]  # twilio ships no type hints
@@ -65,9 +60,8 @@ class AdapterHttpClient(HttpClient):  # type: ignore[misc]  # twilio ships no ty
         query = _encode(params)
         prepared.url = f"{url}?{query}" if query else url
         prepared.headers = CaseInsensitiveDict(headers or {})
-        prepared.headers.setdefault(
-            "Accept", "*/*"
-        )  # a Session's default (the SDK drops its own on DELETE)
+        # A Session's default, for the requests where the SDK drops its own (DELETE).
+        prepared.headers.setdefault("Accept", "*/*")
         if auth is not None:
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
             prepared.headers["Authorization"] = f"Basic {token}"

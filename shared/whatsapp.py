@@ -135,8 +135,7 @@ class WhatsApp:
         with self._clients_lock:
             clients, self._clients = self._clients, []
         for client in clients:
-            if isinstance(client.http_client, AdapterHttpClient):
-                client.http_client.close()
+            client.http_client.close()
 
     def download_media(self, url: str, max_bytes: int, timeout: float) -> tuple[bytes, str]:
         """Fetch an inbound MediaUrl with the account's credentials (Twilio redirects to its CDN;
