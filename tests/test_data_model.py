@@ -426,3 +426,26 @@ def test_hot_queries_use_indexes_at_100k_messages(db: psycopg.Connection[Any]) -
         plan = json.dumps(db.execute("explain (format json) " + query, params).fetchone())
         assert index in plan, f"{name}: {plan}"
         assert '"Seq Scan"' not in plan, f"{name}: {plan}"
+
+
+# Hot-path functions whose statements would otherwise be planned anew on every call (their
+# generic plan never looks cheaper to the planner). A SET clause belongs to a function's
+# definition, so a later `create or replace` that leaves it out silently drops it.
+PLANNED_ONCE_PER_SESSION = (
+    "private.count_messages(uuid[])",
+    "private.turn_knowledge(uuid,integer)",
+    "public.commit_reply(uuid,uuid[],jsonb,jsonb,jsonb,boolean)",
+)
+
+
+def test_hot_path_functions_keep_one_generic_plan(db: psycopg.Connection[Any]) -> None:
+    rows = db.execute(
+        "select given.name, p.proconfig as config"
+        " from unnest(%s::text[]) as given (name) join pg_proc p on p.oid = given.name::regprocedure",
+        (list(PLANNED_ONCE_PER_SESSION),),
+    ).fetchall()
+    settings = {row["name"]: row["config"] or [] for row in rows}
+    assert set(settings) == set(PLANNED_ONCE_PER_SESSION)
+    for name, config in settings.items():
+        assert "plan_cache_mode=force_generic_plan" in config, name
+        assert 'search_path=""' in config, name
