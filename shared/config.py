@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     send_rate_limit_per_minute: int = Field(default=60, ge=1)
     # Dashboard origins allowed to call the send function from a browser (comma-separated).
     dashboard_origins: str = ""
+    # How long a thread may hold the GIL while others wait (Python's default: 5 ms). A request
+    # back from Postgres, Redis or Twilio waits for it at each step; shorter keeps the time to
+    # reply from queueing behind busy threads (BENCHMARKS.md, section 11).
+    gil_switch_interval_ms: float = Field(default=1.0, gt=0, le=100)
 
     @model_validator(mode="after")
     def _lock_outlives_the_budget(self) -> Settings:

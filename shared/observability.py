@@ -168,8 +168,10 @@ def init_sentry(dsn: str | None, environment: str, **options: Any) -> bool:
 
 
 def start_function(required: tuple[str, ...]) -> Settings:
-    """Cold start of a function: settings, JSON logs, required secrets (named if missing), Sentry."""
+    """Cold start of a function: settings, JSON logs, required secrets (named if missing), Sentry,
+    and the GIL's switch interval for the function's threads."""
     settings = get_settings()
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     configure_logging(settings.google_cloud_project)
     settings.require(*required)
     init_sentry(settings.secret(settings.sentry_dsn) or None, settings.environment)

@@ -4,6 +4,7 @@ Functions samples test them: every answer that needs no service, in milliseconds
 from __future__ import annotations
 
 import importlib.util
+import sys
 import uuid
 from types import ModuleType
 from typing import Any
@@ -48,6 +49,7 @@ def load(monkeypatch: pytest.MonkeyPatch) -> Any:
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     monkeypatch.setattr(shared.services, "_services", None)  # whatever these build stays here
+    switch_interval = sys.getswitchinterval()  # a cold start sets it for the whole process
 
     def load(name: str) -> ModuleType:
         path = ROOT / "functions" / name / "main.py"
@@ -59,6 +61,7 @@ def load(monkeypatch: pytest.MonkeyPatch) -> Any:
 
     yield load
     get_settings.cache_clear()
+    sys.setswitchinterval(switch_interval)
 
 
 def call(entry: Any, method: str = "POST", path: str = "/", **kwargs: Any) -> flask.Response:
@@ -87,6 +90,18 @@ def test_webhook_refuses_to_start_without_its_secrets(
     get_settings.cache_clear()
     with pytest.raises(Exception, match="OPENAI_API_KEY"):
         load("webhook")
+
+
+def test_cold_start_sets_the_gil_switch_interval(
+    load: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GIL_SWITCH_INTERVAL_MS", "2.5")
+    load("webhook")
+    assert sys.getswitchinterval() == pytest.approx(0.0025)
+    monkeypatch.delenv("GIL_SWITCH_INTERVAL_MS")
+    get_settings.cache_clear()
+    load("send")
+    assert sys.getswitchinterval() == pytest.approx(0.001)  # the default
 
 
 def test_send_answers_without_services(load: Any) -> None:
