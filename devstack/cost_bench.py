@@ -351,10 +351,14 @@ def token_report(stack: Stack, webhook_url: str) -> dict[str, Any]:
                 session.post(webhook_url, data=form, headers={"X-Twilio-Signature": signature},
                              timeout=30).raise_for_status()  # fmt: skip
             texts = [_request_text(body) for body in stack.model.requests[first:]]
-            rows = []
+            rows: list[dict[str, float]] = []
             for i, text in enumerate(texts):
                 shared = _common_prefix(text, texts[i - 1]) if i else 0
-                rows.append({"tokens": len(encoding.encode(text)), "chars": len(text),
+                tokens = len(encoding.encode(text))
+                cached = cached_tokens(
+                    tokens, len(encoding.encode(text[:shared])), int(rows[-1]["tokens"]) if i else 0
+                )
+                rows.append({"tokens": tokens, "chars": len(text), "cached": cached,
                              "prefix_share": shared / len(text)})  # fmt: skip
             per_turn.append(rows)
     turns = min(len(rows) for rows in per_turn)
@@ -364,6 +368,7 @@ def token_report(stack: Stack, webhook_url: str) -> dict[str, Any]:
             "tokens": sum(rows[t]["tokens"] for rows in per_turn) / len(per_turn),
             "prefix_share": sum(rows[t]["prefix_share"] for rows in per_turn) / len(per_turn),
             "min_prefix_share": min(rows[t]["prefix_share"] for rows in per_turn),
+            "cached": sum(rows[t]["cached"] for rows in per_turn) / len(per_turn),
         }
         for t in range(turns)
     ]
@@ -374,7 +379,25 @@ def token_report(stack: Stack, webhook_url: str) -> dict[str, Any]:
         "prefix_share_from_turn_3": sum(from_third) / len(from_third),
         "min_prefix_share_from_turn_3": min(from_third),
         "max_tokens": max(r["tokens"] for rows in per_turn for r in rows),
+        "cached_share": sum(r["cached"] for rows in per_turn for r in rows)
+        / sum(r["tokens"] for rows in per_turn for r in rows),
     }  # fmt: skip
+
+
+# OpenAI's prompt cache: prompts of at least 1,024 tokens, hits in steps of 128 tokens.
+CACHE_MIN_TOKENS = 1024
+CACHE_STEP_TOKENS = 128
+
+
+def cached_tokens(tokens: int, prefix_tokens: int, previous_tokens: int) -> int:
+    """Tokens of a request the provider would read from its cache: the prefix it shares with
+    the conversation's previous request, in whole steps, when both are long enough to cache."""
+    if min(tokens, previous_tokens) < CACHE_MIN_TOKENS:
+        return 0
+    reusable = min(prefix_tokens, previous_tokens)
+    if reusable < CACHE_MIN_TOKENS:
+        return 0
+    return reusable // CACHE_STEP_TOKENS * CACHE_STEP_TOKENS
 
 
 # -- the report ------------------------------------------------------------------------------------
@@ -476,12 +499,15 @@ def render(report: dict[str, Any], seconds: float) -> list[str]:
         f" turn 3 on, {tokens['prefix_share_from_turn_3']:.0%} of each request's characters repeat the"
         f" previous request's beginning on average (lowest {tokens['min_prefix_share_from_turn_3']:.0%});"
         " the history window (HISTORY_LIMIT 20: 20 to 30 messages, its start moving 10 at a time)"
-        " bounds the input. The provider caches only prompts of 1,024 tokens or more.",
+        " bounds the input. The provider caches only prompts of 1,024 tokens or more, in steps of"
+        f" 128: by those rules {tokens['cached_share']:.0%} of all input tokens would be read from"
+        " its cache (the prefix shared with the previous request, when both are long enough).",
         "",
-        "| turn | input tokens (mean) | prefix share (mean) | lowest |",
-        "|---|---|---|---|",
+        "| turn | input tokens (mean) | prefix share (mean) | lowest | cached tokens (mean) |",
+        "|---|---|---|---|---|",
         *[
             f"| {r['turn']} | {r['tokens']:.0f} | {r['prefix_share']:.0%} | {r['min_prefix_share']:.0%} |"
+            f" {r['cached']:.0f} |"
             for r in tokens["by_turn"]
         ],
         "",

@@ -76,6 +76,7 @@ def test_bench_code_path_produces_numbers(
     assert all(row["replied"] == row["questions"] > 0 for row in report["ttr"])
     tokens = report["tokens"]
     assert tokens["turns"] >= 10 and 0 < tokens["prefix_share_from_turn_3"] <= 1
+    assert 0 <= tokens["cached_share"] < 1
     text = output.read_text()
     assert "## 1. Overhead per inbound message" in text and "## Reading" in text
     assert "## 10. Model input per reply" in text
@@ -103,6 +104,16 @@ def test_the_burst_replay_follows_the_webhooks_rules() -> None:
     # ...unless the first reply is refused for missing them: one reply, two model calls.
     replies, wait, calls = replay(quick, no_wait, redo=True)
     assert (replies, calls) == (1, 2) and abs(wait - 0.8 + 0.6) < 1e-9
+
+
+def test_cached_tokens_follow_the_providers_rules() -> None:
+    from devstack.cost_bench import cached_tokens
+
+    assert cached_tokens(1500, 1400, 1450) == 1280  # the shared prefix, in whole 128-token steps
+    assert cached_tokens(1500, 1400, 1100) == 1024  # no more than the previous request held
+    assert cached_tokens(1000, 990, 995) == 0  # too short to be cached at all
+    assert cached_tokens(1500, 1400, 1000) == 0  # the previous request was never cached
+    assert cached_tokens(1500, 1000, 1450) == 0  # shares less than the smallest cacheable prefix
 
 
 def test_the_cpu_section_states_this_runs_speed_against_the_before_run() -> None:
