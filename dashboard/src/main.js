@@ -15,7 +15,11 @@ const state = {
   view: "inbox",
   search: "",
   advisorFilter: "",
-  lastSeen: null, // the newest updated_at this page has seen: the catch-up starts there
+  lastSeen: null, // the newest updated_at this page has seen
+  // Where the next catch-up starts: lastSeen when the page was last known to be in step (after
+  // the first fetch, or when the connection dropped). Broadcasts that arrive after a rejoin but
+  // before the catch-up's fetch move lastSeen, not this.
+  catchUpFrom: undefined,
   online: false, // until every channel is joined: the indicator shows the page is not live yet
   error: null,
   notice: null, // what the last admin action did
@@ -82,13 +86,14 @@ async function start(session) {
   setLanguage((own && own.settings && own.settings.language) || "es");
   render();
   await refreshInbox();
+  state.catchUpFrom = state.lastSeen;
   const ids = state.profile.advisors.map((a) => a.id);
   state.unfollow = follow(ids, session.access_token, { onChange: applyChange, onOnline: setOnline });
 }
 
 function stop() {
   if (state.unfollow) state.unfollow();
-  Object.assign(state, { session: null, profile: null, selected: null, lastSeen: null, unfollow: null });
+  Object.assign(state, { session: null, profile: null, selected: null, lastSeen: null, catchUpFrom: undefined, unfollow: null });
   state.conversations.clear();
   state.messages.clear();
   renderLogin();
@@ -135,21 +140,29 @@ function applyChange(change) {
   render();
 }
 
-// Every time the channels are (re)joined, fetch what changed since the newest row this page
-// saw: after a drop, and also after the first join (rows written between the first fetch and
-// the subscription).
+// A row's updated_at is when its transaction started: one still open when the page was last in
+// step commits later with an earlier time. The catch-up reaches back this far before that point.
+const CATCH_UP_MARGIN_MS = 60_000;
+
+// Every time the channels are (re)joined, fetch what changed since the page was last in step:
+// after a drop, and also after the first join (rows written between the first fetch and the
+// subscription). A row fetched twice is merged by id, never lost.
 async function setOnline(online) {
   state.online = online;
   render();
-  if (!online) return;
-  // Millisecond precision rounds down: a row seen twice is merged by id, never lost.
-  const since = state.lastSeen === null ? null : new Date(state.lastSeen).toISOString();
+  if (!online) {
+    if (state.catchUpFrom === undefined) state.catchUpFrom = state.lastSeen;
+    return;
+  }
+  const from = state.catchUpFrom === undefined ? state.lastSeen : state.catchUpFrom;
+  const since = from === null ? null : new Date(from - CATCH_UP_MARGIN_MS).toISOString();
   const conversations = await api.listConversations({ advisorIds: followedIds(), search: state.search, since });
   conversations.forEach((c) => applyChange({ table: "conversations", record: c }));
   if (state.selected) {
     const messages = await api.listMessages(state.selected, since);
     messages.forEach((m) => applyChange({ table: "messages", record: m }));
   }
+  if (state.online) state.catchUpFrom = undefined; // in step again (unless it dropped meanwhile)
 }
 
 // ---------------------------------------------------------------------------------------------
