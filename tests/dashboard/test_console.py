@@ -153,6 +153,39 @@ def test_after_a_dropped_connection_the_missed_message_is_on_screen(
     expect(page.locator('[data-testid="message"][data-author="ai"]')).to_have_count(2)
 
 
+def test_a_message_whose_transaction_spans_the_drop_is_on_screen_after_the_reconnect(
+    stack: Stack, open_console: Any
+) -> None:
+    """A row's updated_at is its transaction's start: a transaction open when the connection
+    drops commits later with a time older than rows the page already saw."""
+    customer, other = new_customer(), new_customer()
+    customer_writes(stack, customer, MARIA_NUMBER, "Primer mensaje")
+    customer_writes(stack, other, MARIA_NUMBER, "Otra conversación")
+    page = open_console("maria@demo.local")
+    conversation_item(page, customer).click()
+    expect(page.get_by_test_id("message").filter(has_text="Primer mensaje")).to_have_count(1)
+
+    with psycopg.connect(stack.database_url) as slow:  # a transaction that starts now ...
+        slow.execute(
+            "select public.ingest_inbound(a.id, %s, null, %s, 'Escrito antes del corte',"
+            " p_ai_permitted => false) from advisors a where a.twilio_phone_number = %s",
+            (customer, "SM" + "a" * 32, MARIA_NUMBER),
+        )
+        with psycopg.connect(stack.database_url, autocommit=True) as conn:  # ... a later row, seen
+            conn.execute(
+                "update conversations set customer_name = 'Cliente visto' where customer_phone = %s",
+                (other,),
+            )
+        expect(conversation_item(page, other)).to_contain_text("Cliente visto")
+        assert stack.supabase is not None
+        stack.supabase.drop_realtime(accept_new=False)
+        expect(page.get_by_test_id("offline-indicator")).to_be_visible()
+    # ... and commits while the page is offline: its broadcast is lost.
+    stack.supabase.drop_realtime(accept_new=True)
+    expect(page.get_by_test_id("offline-indicator")).to_have_count(0, timeout=30_000)
+    expect(page.get_by_test_id("message").filter(has_text="antes del corte")).to_have_count(1)
+
+
 def test_phone_sized_screen_shows_the_list_then_the_conversation(
     stack: Stack, open_console: Any
 ) -> None:
