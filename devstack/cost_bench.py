@@ -55,11 +55,15 @@ class Served:
         return psutil.Process(self.process.pid)
 
 
-def serve_webhook(stack: Stack, logs: Path, tag: str, settings: dict[str, str]) -> Served:
+def serve_webhook(stack: Stack, logs: Path, tag: str, settings: dict[str, str],
+                  source: Path | None = None, target: str = "webhook") -> Served:  # fmt: skip
+    """The webhook (or another target answering Twilio's form) with the stack's settings."""
     port = functions.free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**stack.env, **settings, "WEBHOOK_PUBLIC_URL": url}
-    process = functions.serve("webhook", port, env, log_path=logs / f"webhook-{tag}.log")
+    process = functions.serve(
+        target, port, env, source=source, log_path=logs / f"{target}-{tag}.log"
+    )
     functions.wait_until_listening(port, process)
     return Served(url, process)
 
@@ -149,6 +153,12 @@ def cpu_run(
     }  # fmt: skip
 
 
+# The kept stack's floor (devstack/floor.py): the same load on the framework and SDKs alone.
+FLOOR = Path(__file__).with_name("floor.py")
+FLOOR_TARGETS = ("twiml_only", "sdk_calls")
+FLOOR_ROWS = ("floor: signature check, form and TwiML only",
+              "floor: + the SDK calls of an AI-answered message")  # fmt: skip
+
 # Section 7's rows take turns, a slice of each per round, so a slow phase of this machine
 # (they last from seconds to minutes) falls on every row alike.
 CPU_ROUNDS = 4
@@ -164,6 +174,8 @@ def cpu_per_message(stack: Stack, logs: Path, bench_settings: dict[str, str], me
     is the difference per callback received. Both served at once, rows alternated in rounds."""
     bench = serve_webhook(stack, logs, "cpu", bench_settings)
     dev = serve_webhook(stack, logs, "defaults", DEV_DEFAULTS)
+    twiml_only, sdk_calls = (serve_webhook(stack, logs, target, bench_settings, FLOOR, target)
+                             for target in FLOOR_TARGETS)  # fmt: skip
     advisors = _advisor_numbers(stack)
     # (row, server, customers' prefix or None for the paused ones, callbacks)
     plan = [
@@ -171,12 +183,14 @@ def cpu_per_message(stack: Stack, logs: Path, bench_settings: dict[str, str], me
         ("stored only, AI paused (bench settings)", bench, None, False),
         ("AI-answered, dev defaults, no callbacks", dev, "+5735", False),
         ("AI-answered, dev defaults, with delivery callbacks", dev, "+5736", True),
+        (FLOOR_ROWS[0], twiml_only, "+5734", False),
+        (FLOOR_ROWS[1], sdk_calls, "+5731", False),
     ]
     runs: dict[str, list[dict[str, Any]]] = {row: [] for row, *_ in plan}
     per_round = max(messages // CPU_ROUNDS, 1)
     try:
-        for n, served in enumerate((bench, dev)):
-            warm = _customers(200, f"+573{1 + 3 * n}")
+        for n, served in enumerate((bench, dev, twiml_only, sdk_calls)):
+            warm = _customers(200, f"+5730{n}")
             post_all(served.url, signed_forms(served.url, warm, advisors, MIXED, 100, 1 + n), 50)
         paused = _customers(300, "+5733")
         _pause_conversations(stack, paused)
@@ -188,7 +202,7 @@ def cpu_per_message(stack: Stack, logs: Path, bench_settings: dict[str, str], me
                     cpu_run(stack, served, MIXED, customers, per_round, rate, callbacks)
                 )
     finally:
-        functions.stop(bench.process, dev.process)
+        functions.stop(bench.process, dev.process, twiml_only.process, sdk_calls.process)
     rows = [{"path": row, **_summed(chunks)} for row, chunks in runs.items()]
     plain, with_callbacks = rows[2], rows[3]
     with_callbacks["cpu_ms_per_callback"] = (
@@ -433,6 +447,34 @@ def _yardstick(report: dict[str, Any]) -> list[str]:
     ]
 
 
+CPU_TARGETS_MS = {
+    "AI-answered (bench settings)": 4.0,
+    "stored only, AI paused (bench settings)": 1.5,
+}
+
+
+def floor_reading(cpu_rows: list[dict[str, Any]]) -> list[str]:
+    """How much of each targeted row is the kept stack's floor, and how much is ours."""
+    by_path = {row["path"]: row["cpu_ms_per_message"] for row in cpu_rows}
+    if not all(path in by_path for path in FLOOR_ROWS):
+        return []
+    twiml_only, sdk_calls = (by_path[path] for path in FLOOR_ROWS)
+    lines = ["", "The floor rows serve `devstack/floor.py` under the same load: the framework, twilio's"
+             " validator and the form, then the SDK calls an AI-answered message makes through the"
+             " webhook's own clients (one Upstash pipeline, the typing indicator, the model, the"
+             " Twilio send); no Postgres, none of our logic.", ""]  # fmt: skip
+    for path, floor in (("AI-answered (bench settings)", sdk_calls),
+                        ("stored only, AI paused (bench settings)", twiml_only)):  # fmt: skip
+        if path not in by_path:
+            continue
+        target, ours = CPU_TARGETS_MS[path], by_path[path] - floor
+        verdict = (f"the floor alone is {floor - target:.2f} ms above the target" if floor > target
+                   else f"{target - floor:.2f} ms are left for ours under the target")  # fmt: skip
+        lines.append(f"- {path}: {by_path[path]:.2f} ms, of which the floor {floor:.2f} ms and ours"
+                     f" {ours:.2f} ms ({ours / by_path[path]:.0%}); target {target:.1f} ms: {verdict}.")  # fmt: skip
+    return lines
+
+
 def _f(value: float, digits: int = 1) -> str:
     return "—" if value != value else f"{value:.{digits}f}"
 
@@ -456,6 +498,7 @@ def render(report: dict[str, Any], seconds: float) -> list[str]:
             f" {row['cpu_ms_per_message']:.2f} | {_f(row.get('cpu_ms_per_callback', float('nan')), 2)} |"
             f" {BASELINE.get(row['path'], '—')} |"
         )
+    lines += floor_reading(report["cpu"])
     lines += _yardstick(report)
     burst = report["burst"]
     lines += [

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack import bench
+from devstack import bench, cost_bench
 from devstack.measuring import quiet_collector
 from tests.conftest import DatabaseUrls
 
@@ -71,6 +71,9 @@ def test_bench_code_path_produces_numbers(
     )
     assert all(row["cpu_ms_per_message"] > 0 for row in cpu.values())
     assert cpu["stored only, AI paused (bench settings)"]["replies"] == 0
+    # The floor: the bare answer sends nothing; the SDK calls' row sends every message's reply.
+    twiml_only, sdk_calls = (cpu[path] for path in cost_bench.FLOOR_ROWS)
+    assert twiml_only["replies"] == 0 and sdk_calls["replies"] == sdk_calls["messages"]
     with_callbacks = cpu["AI-answered, dev defaults, with delivery callbacks"]
     assert with_callbacks["callbacks"] == 3 * with_callbacks["replies"] > 0
     assert all(row["replied"] == row["questions"] > 0 for row in report["ttr"])
@@ -81,6 +84,7 @@ def test_bench_code_path_produces_numbers(
     assert "## 1. Overhead per inbound message" in text and "## Reading" in text
     assert "## 10. Model input per reply" in text
     assert "## 6. Knowledge retrieval" in text and "recall@4" in text
+    assert "of which the floor" in text
 
 
 def test_the_burst_replay_follows_the_webhooks_rules() -> None:
@@ -114,6 +118,20 @@ def test_cached_tokens_follow_the_providers_rules() -> None:
     assert cached_tokens(1000, 990, 995) == 0  # too short to be cached at all
     assert cached_tokens(1500, 1400, 1000) == 0  # the previous request was never cached
     assert cached_tokens(1500, 1000, 1450) == 0  # shares less than the smallest cacheable prefix
+
+
+def test_the_floor_reading_splits_each_target_row_into_floor_and_ours() -> None:
+    rows = [
+        {"path": "AI-answered (bench settings)", "cpu_ms_per_message": 7.0},
+        {"path": "stored only, AI paused (bench settings)", "cpu_ms_per_message": 2.0},
+        {"path": cost_bench.FLOOR_ROWS[0], "cpu_ms_per_message": 1.2},
+        {"path": cost_bench.FLOOR_ROWS[1], "cpu_ms_per_message": 5.5},
+    ]
+    ai, stored = cost_bench.floor_reading(rows)[-2:]
+    assert "7.00 ms, of which the floor 5.50 ms and ours 1.50 ms (21%)" in ai
+    assert "the floor alone is 1.50 ms above the target" in ai
+    assert "ours 0.80 ms (40%)" in stored and "0.30 ms are left for ours under the target" in stored
+    assert cost_bench.floor_reading(rows[:2]) == []  # a run without the floor rows says nothing
 
 
 def test_the_cpu_section_states_this_runs_speed_against_the_before_run() -> None:
