@@ -79,9 +79,11 @@ class Config:
     # Knowledge retrieval: passages in the loaded tenant, ingest_inbound calls timed.
     knowledge_passages: int = 10_000
     knowledge_calls: int = 300
-    # Sections 7-10: messages per CPU row (at cpu_rate), time-to-reply rates and seconds each.
+    # Sections 7-10: messages per CPU row (at cpu_rate, in cpu_rounds turns), time-to-reply
+    # rates and seconds each.
     cpu_messages: int = 2000
     cpu_rate: float = 50
+    cpu_rounds: int = 4
     ttr_rates: list[int] = field(default_factory=lambda: [10, 50])
     ttr_seconds: float = 20
 
@@ -91,7 +93,8 @@ class Config:
 FULL = Config([10, 50, 100], 20, 16, [10_000, 1_000_000], 50, [1, 2, 4, 8], 5, 300, 300)
 QUICK = Config(
     [50], 3, 8, [1_000, 10_000], 50, [1, 4], 1.5, 50, 50, label="quick", network_rates=[50],
-    count_database_round_trips=False, cpu_messages=150, ttr_rates=[10], ttr_seconds=3,
+    count_database_round_trips=False, cpu_messages=150, cpu_rounds=2, ttr_rates=[10],
+    ttr_seconds=3,
 )  # fmt: skip
 # For the test that keeps this code from rotting: numbers, not settled ones.
 TINY = Config(
@@ -537,7 +540,12 @@ def run(config: Config, output: Path | None) -> dict[str, Any]:
 
             logs = tmp / "logs"
             report["cpu"] = cost_bench.cpu_per_message(
-                stack, logs, SERVER_SETTINGS, config.cpu_messages, config.cpu_rate
+                stack,
+                logs,
+                SERVER_SETTINGS,
+                config.cpu_messages,
+                config.cpu_rate,
+                config.cpu_rounds,
             )
             report["burst"] = cost_bench.burst_report()
             report["ttr"] = cost_bench.time_to_reply(

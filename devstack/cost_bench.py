@@ -161,17 +161,17 @@ FLOOR_ROWS = ("floor: signature check, form and TwiML only",
 
 # Section 7's rows take turns, a slice of each per round, so a slow phase of this machine
 # (they last from seconds to minutes) falls on every row alike.
-CPU_ROUNDS = 4
 DEV_DEFAULTS = {"THREADS": "64", "RATE_LIMIT_CUSTOMER_PER_MINUTE": "100000",
                 "RATE_LIMIT_ADVISOR_PER_MINUTE": "1000000", "GUNICORN_LOG_LEVEL": "error"}  # fmt: skip
 
 
 def cpu_per_message(stack: Stack, logs: Path, bench_settings: dict[str, str], messages: int,
-                    rate: float) -> list[dict[str, Any]]:  # fmt: skip
+                    rate: float, rounds: int) -> list[dict[str, Any]]:  # fmt: skip
     """The bench's path (burst wait 0, no callbacks): AI-answered and stored-only messages; and
     the dev stack's defaults (adaptive burst wait, typing indicator; more threads, so waiting
     fragments never queue the load) without and with the delivery callbacks, whose own cost
-    is the difference per callback received. Both served at once, rows alternated in rounds."""
+    is the difference per callback received; and the floor rows (devstack/floor.py). All served
+    at once, rows alternated in rounds."""
     bench = serve_webhook(stack, logs, "cpu", bench_settings)
     dev = serve_webhook(stack, logs, "defaults", DEV_DEFAULTS)
     twiml_only, sdk_calls = (serve_webhook(stack, logs, target, bench_settings, FLOOR, target)
@@ -187,14 +187,15 @@ def cpu_per_message(stack: Stack, logs: Path, bench_settings: dict[str, str], me
         (FLOOR_ROWS[1], sdk_calls, "+5731", False),
     ]
     runs: dict[str, list[dict[str, Any]]] = {row: [] for row, *_ in plan}
-    per_round = max(messages // CPU_ROUNDS, 1)
+    per_round = max(messages // rounds, 1)
     try:
         for n, served in enumerate((bench, dev, twiml_only, sdk_calls)):
             warm = _customers(200, f"+5730{n}")
-            post_all(served.url, signed_forms(served.url, warm, advisors, MIXED, 100, 1 + n), 50)
+            # Warm-up only (clients, pools, caches): its rate is not measured.
+            post_all(served.url, signed_forms(served.url, warm, advisors, MIXED, 100, 1 + n), 200)
         paused = _customers(300, "+5733")
         _pause_conversations(stack, paused)
-        for r in range(CPU_ROUNDS):
+        for r in range(rounds):
             for row, served, prefix, callbacks in plan if r % 2 == 0 else plan[::-1]:
                 # Each round's customers are new: every AI-answered message opens a conversation.
                 customers = paused if prefix is None else _customers(per_round, f"{prefix}{r}")
@@ -484,7 +485,7 @@ def render(report: dict[str, Any], seconds: float) -> list[str]:
     lines += [
         "Each row posts its messages from a separate process at a fixed rate; the webhook runs alone in"
         " its gunicorn process (1 worker), the stand-ins, the databases and the load elsewhere. The"
-        f" rows take turns, 1/{CPU_ROUNDS} of each per round, so a slow phase of"
+        f" rows take turns, 1/{report['config'].cpu_rounds} of each per round, so a slow phase of"
         " the machine falls on all of them alike. Bench"
         " settings: burst wait 0, no delivery callbacks, 8 threads. Dev defaults: adaptive burst wait"
         " 1.5 s, typing indicator, 64 threads (a waiting fragment holds a thread), rate limits raised.",
@@ -604,8 +605,9 @@ PROFILE_READING = [
     " over 41 to 78 ms with 1 ms (median run 60 ms). Webhook CPU per AI-answered message, 4"
     " alternated rounds of 500: 9.26 ms with 5 ms, 9.06 with 1 ms (no cost). The stand-ins'"
     " process (Twilio, the model, the Upstash bridge) keeps Python's default: set to 1 ms as well,"
-    " 4 alternated runs each, p95 35.6 to 39.2 ms against 32.4 to 51.9, so part of the remaining"
-    " spread is the harness's. And knowledge retrieval and `commit_reply` keep one generic plan"
+    " 4 alternated runs each, p95 35.6 to 39.2 ms against 32.4 to 51.9; repeated in a later"
+    " session, 29.6 to 46.7 against 25.4 to 67.0 ms: no clear difference, so the harness keeps"
+    " Python's default. And knowledge retrieval and `commit_reply` keep one generic plan"
     " per session (migration 20261123002400): retrieval's query was planned anew on every call,"
     " 0.77 ms of planning against 0.13 ms of execution per message (pg_stat_statements);"
     " Postgres CPU per AI-answered message, alternated 4 times in one run: 7.37 to 6.51 ms. For"
