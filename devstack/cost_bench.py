@@ -370,11 +370,10 @@ def token_report(stack: Stack, webhook_url: str) -> dict[str, Any]:
             for i, text in enumerate(texts):
                 shared = _common_prefix(text, texts[i - 1]) if i else 0
                 tokens = len(encoding.encode(text))
-                cached = cached_tokens(
-                    tokens, len(encoding.encode(text[:shared])), int(rows[-1]["tokens"]) if i else 0
-                )
+                prefix_tokens = len(encoding.encode(text[:shared]))
+                cached = cached_tokens(tokens, prefix_tokens, int(rows[-1]["tokens"]) if i else 0)
                 rows.append({"tokens": tokens, "chars": len(text), "cached": cached,
-                             "prefix_share": shared / len(text)})  # fmt: skip
+                             "prefix_share": shared / len(text), "prefix_tokens": prefix_tokens})  # fmt: skip
             per_turn.append(rows)
     turns = min(len(rows) for rows in per_turn)
     by_turn = [
@@ -388,15 +387,33 @@ def token_report(stack: Stack, webhook_url: str) -> dict[str, Any]:
         for t in range(turns)
     ]
     from_third = [rows[t]["prefix_share"] for rows in per_turn for t in range(2, len(rows))]
+    lowest = min((r for rows in per_turn for r in rows[2:]), key=lambda r: r["prefix_share"])
     return {
         "conversations": len(per_turn), "turns": turns, "by_turn": by_turn,
         "mean_tokens": sum(r["tokens"] for rows in per_turn for r in rows) / sum(map(len, per_turn)),
         "prefix_share_from_turn_3": sum(from_third) / len(from_third),
         "min_prefix_share_from_turn_3": min(from_third),
+        # The lowest request from turn 3 on (a history trim): what repeated and what did not.
+        "lowest_tokens": lowest["tokens"], "lowest_prefix_tokens": lowest["prefix_tokens"],
         "max_tokens": max(r["tokens"] for rows in per_turn for r in rows),
         "cached_share": sum(r["cached"] for rows in per_turn for r in rows)
         / sum(r["tokens"] for rows in per_turn for r in rows),
     }  # fmt: skip
+
+
+def trim_reading(tokens: dict[str, Any]) -> list[str]:
+    """Why the lowest prefix share is what it is: at a trim only what precedes the history
+    repeats, so 80% there needs the kept history under a quarter of that part."""
+    if "lowest_tokens" not in tokens:
+        return []
+    total, repeated = tokens["lowest_tokens"], tokens["lowest_prefix_tokens"]
+    return [
+        "",
+        f"At the lowest request, where the window's start moved, {repeated} tokens repeated (what"
+        f" precedes the history) and {total - repeated} did not. 80% there needs what does not"
+        f" repeat to stay under a quarter of what does, about {repeated / 4:.0f} tokens, whatever"
+        " the trim rule: a bounded window meets it at a trim only by keeping less context.",
+    ]
 
 
 # OpenAI's prompt cache: prompts of at least 1,024 tokens, hits in steps of 128 tokens.
@@ -546,6 +563,7 @@ def render(report: dict[str, Any], seconds: float) -> list[str]:
         " bounds the input. The provider caches only prompts of 1,024 tokens or more, in steps of"
         f" 128: by those rules {tokens['cached_share']:.0%} of all input tokens would be read from"
         " its cache (the prefix shared with the previous request, when both are long enough).",
+        *trim_reading(tokens),
         "",
         "| turn | input tokens (mean) | prefix share (mean) | lowest | cached tokens (mean) |",
         "|---|---|---|---|---|",

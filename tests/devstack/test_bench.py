@@ -80,6 +80,7 @@ def test_bench_code_path_produces_numbers(
     tokens = report["tokens"]
     assert tokens["turns"] >= 10 and 0 < tokens["prefix_share_from_turn_3"] <= 1
     assert 0 <= tokens["cached_share"] < 1
+    assert 0 < tokens["lowest_prefix_tokens"] < tokens["lowest_tokens"]
     text = output.read_text()
     assert "## 1. Overhead per inbound message" in text and "## Reading" in text
     assert "## 10. Model input per reply" in text
@@ -155,3 +156,9 @@ def test_quiet_collector_takes_what_is_alive_out_of_the_collectors_walk() -> Non
         assert not any(o is records for o in gc.get_objects())
     finally:
         gc.unfreeze()
+
+
+def test_the_trim_reading_states_what_80_percent_would_need() -> None:
+    text = " ".join(cost_bench.trim_reading({"lowest_tokens": 900, "lowest_prefix_tokens": 600}))
+    assert "600 tokens repeated" in text and "300 did not" in text and "about 150 tokens" in text
+    assert cost_bench.trim_reading({}) == []
