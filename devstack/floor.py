@@ -19,6 +19,8 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from shared.config import get_settings
+from shared.inbound import within_rate_limits
+from shared.routing import Advisor
 from shared.services import get_services
 from shared.texts import system_prompt
 from shared.twilio_payloads import InboundMessage
@@ -53,12 +55,10 @@ def sdk_calls(request: Request) -> Response:
         return Response("forbidden", status=403)
     services = get_services()
     assert services.upstash, "the floor needs Upstash, as the webhook's AI-answered path does"
-    services.upstash.admit(
-        [
-            ("rl:customer", settings.rate_limit_customer_per_minute, msg.customer_phone),
-            ("rl:advisor", settings.rate_limit_advisor_per_minute, msg.advisor_number),
-        ]
-    )
+    # The webhook's own admission (both limits, one pipeline); the number stands in for the
+    # advisor's id, which only names the limit's key.
+    advisor = Advisor(msg.advisor_number, "", "Bench", msg.advisor_number)
+    within_rate_limits(services, advisor, msg)
     services.whatsapp.show_typing(msg.message_sid)
     reply = services.assistant.reply(
         system_prompt({}, "Bench"),

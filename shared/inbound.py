@@ -103,7 +103,7 @@ def _after_storing(
         return Outcome("duplicate", message_id, conversation_id)
     log.info("inbound stored", sid=msg.message_sid, message_id=message_id)
     claim: dict[str, Any] = state.get("turn") or {}
-    limited = state["ai_allowed"] and not _within_rate_limits(services, advisor, msg)
+    limited = state["ai_allowed"] and not within_rate_limits(services, advisor, msg)
     if limited:
         services.db.value(
             "select public.withhold_turn(%s, %s, %s)",
@@ -401,7 +401,7 @@ def _commit_and_send(
     return True
 
 
-def _within_rate_limits(services: Services, advisor: Advisor, msg: InboundMessage) -> bool:
+def within_rate_limits(services: Services, advisor: Advisor, msg: InboundMessage) -> bool:
     """Both limits in one Redis round trip (allowed when Redis is down)."""
     if not services.upstash:
         return True
