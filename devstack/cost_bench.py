@@ -172,24 +172,27 @@ def cpu_per_message(stack: Stack, logs: Path, bench_settings: dict[str, str], me
     fragments never queue the load) without and with the delivery callbacks, whose own cost
     is the difference per callback received; and the floor rows (devstack/floor.py). All served
     at once, rows alternated in rounds."""
-    bench = serve_webhook(stack, logs, "cpu", bench_settings)
-    dev = serve_webhook(stack, logs, "defaults", DEV_DEFAULTS)
-    twiml_only, sdk_calls = (serve_webhook(stack, logs, target, bench_settings, FLOOR, target)
-                             for target in FLOOR_TARGETS)  # fmt: skip
-    advisors = _advisor_numbers(stack)
-    # (row, server, customers' prefix or None for the paused ones, callbacks)
-    plan = [
-        ("AI-answered (bench settings)", bench, "+5732", False),
-        ("stored only, AI paused (bench settings)", bench, None, False),
-        ("AI-answered, dev defaults, no callbacks", dev, "+5735", False),
-        ("AI-answered, dev defaults, with delivery callbacks", dev, "+5736", True),
-        (FLOOR_ROWS[0], twiml_only, "+5734", False),
-        (FLOOR_ROWS[1], sdk_calls, "+5731", False),
-    ]
-    runs: dict[str, list[dict[str, Any]]] = {row: [] for row, *_ in plan}
-    per_round = max(messages // rounds, 1)
+    servers: list[Served] = []  # each stopped at the end, whatever fails after it started
     try:
-        for n, served in enumerate((bench, dev, twiml_only, sdk_calls)):
+        for tag, settings, source, target in (
+            ("cpu", bench_settings, None, "webhook"), ("defaults", DEV_DEFAULTS, None, "webhook"),
+            *(("floor", bench_settings, FLOOR, target) for target in FLOOR_TARGETS),
+        ):  # fmt: skip
+            servers.append(serve_webhook(stack, logs, tag, settings, source, target))
+        bench, dev, twiml_only, sdk_calls = servers
+        advisors = _advisor_numbers(stack)
+        # (row, server, customers' prefix or None for the paused ones, callbacks)
+        plan = [
+            ("AI-answered (bench settings)", bench, "+5732", False),
+            ("stored only, AI paused (bench settings)", bench, None, False),
+            ("AI-answered, dev defaults, no callbacks", dev, "+5735", False),
+            ("AI-answered, dev defaults, with delivery callbacks", dev, "+5736", True),
+            (FLOOR_ROWS[0], twiml_only, "+5734", False),
+            (FLOOR_ROWS[1], sdk_calls, "+5731", False),
+        ]
+        runs: dict[str, list[dict[str, Any]]] = {row: [] for row, *_ in plan}
+        per_round = max(messages // rounds, 1)
+        for n, served in enumerate(servers):
             warm = _customers(200, f"+5730{n}")
             # Warm-up only (clients, pools, caches): its rate is not measured.
             post_all(served.url, signed_forms(served.url, warm, advisors, MIXED, 100, 1 + n), 200)
@@ -203,7 +206,7 @@ def cpu_per_message(stack: Stack, logs: Path, bench_settings: dict[str, str], me
                     cpu_run(stack, served, MIXED, customers, per_round, rate, callbacks)
                 )
     finally:
-        functions.stop(bench.process, dev.process, twiml_only.process, sdk_calls.process)
+        functions.stop(*(served.process for served in servers))
     rows = [{"path": row, **_summed(chunks)} for row, chunks in runs.items()]
     plain, with_callbacks = rows[2], rows[3]
     with_callbacks["cpu_ms_per_callback"] = (
